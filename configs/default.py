@@ -1,0 +1,120 @@
+"""Every ferjax option, documented. Other configs start from this one and change what differs.
+
+Override any key on the command line: --config.train.num_epochs=50 --config.data.classes=happy,sad
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    # ---------------------------------------------------------------- data
+    config.data = data = ml_collections.ConfigDict()
+    # Source: synthetic (embedded procedural faces) | fer2013 (Kaggle fer2013.csv) |
+    # ferplus (fer2013new.csv + fer2013.csv) | folder (train/<class>/*.png ...) | tfds.
+    data.name = "synthetic"
+    # File or folder of the source (fer2013.csv for fer2013; folder root for folder).
+    data.path = ""
+    # Comma-separated class names to keep, in the label order you want (e.g. happy,sad,neutral);
+    # FER2013 and FER+ spellings are both accepted. Empty = all classes of the source.
+    data.classes = ""
+    # Cap on training examples (a seeded random sample; 0 = all) for quick CPU runs.
+    data.subset = 0
+    # Bad rows in the source: raise (stop with one line naming the row) | skip (drop and count).
+    data.on_error = "raise"
+    # Where parsed files are cached (.npz keyed by content hash); empty = ~/.cache/ferjax.
+    data.cache_dir = ""
+    # Procedural faces (data.name=synthetic): split sizes, generator seed, training label noise.
+    data.synthetic = ml_collections.ConfigDict()
+    data.synthetic.num_train = 28709
+    data.synthetic.num_val = 3589
+    data.synthetic.num_test = 3589
+    data.synthetic.seed = 0
+    data.synthetic.label_noise = 0.0
+    # Input normalisation: dataset (training mean/std) | unit ([0, 1]) | symmetric ([-1, 1]).
+    data.normalize = "dataset"
+
+    # ---------------------------------------------------------------- model
+    config.model = model = ml_collections.ConfigDict()
+    # cnn (VGG-style) | resnet18 | resnet34.
+    model.name = "cnn"
+    # Dropout before the classifier.
+    model.dropout = 0.5
+    # cnn: channels per stage (comma-separated), convs per stage, head width, dropout after
+    # each pooling stage.
+    model.cnn_widths = "64,128,256,512"
+    model.cnn_convs_per_stage = 2
+    model.cnn_hidden = 512
+    model.conv_dropout = 0.1
+    # resnet*: width of the first stage (64 = the standard ResNet widths 64/128/256/512).
+    model.width = 64
+
+    # ---------------------------------------------------------------- optimiser
+    config.optim = optim = ml_collections.ConfigDict()
+    # sgd (momentum, Nesterov by default) | adamw | adam.
+    optim.name = "sgd"
+    # Peak learning rate, reached after warm-up.
+    optim.learning_rate = 0.05
+    optim.momentum = 0.9
+    optim.nesterov = True
+    optim.b1 = 0.9
+    optim.b2 = 0.999
+    # Decoupled weight decay (adamw) or L2 added to the gradient (sgd), applied to conv and
+    # dense kernels only unless decay_norm_and_bias=True.
+    optim.weight_decay = 5e-4
+    optim.decay_norm_and_bias = False
+    # Learning-rate schedule after warm-up: cosine | step | constant.
+    optim.schedule = "cosine"
+    optim.warmup_epochs = 1.0
+    # step schedule: epochs (comma-separated) at which the rate is multiplied by step_factor.
+    optim.step_epochs = ""
+    optim.step_factor = 0.1
+    # Clip gradients to this global norm (0 = off).
+    optim.grad_clip_norm = 0.0
+
+    # ---------------------------------------------------------------- training
+    config.train = train = ml_collections.ConfigDict()
+    # Global batch size (split over all devices of all hosts).
+    train.batch_size = 128
+    train.num_epochs = 30
+    train.seed = 0
+    train.label_smoothing = 0.0
+    # Activation dtype: float32 | bfloat16 | float16 (parameters stay float32).
+    train.dtype = "float32"
+    # Log training metrics every N steps (metrics stay on the device in between).
+    train.log_every_steps = 50
+    # Also checkpoint every N steps (0 = only at the end of each epoch).
+    train.checkpoint_every_steps = 0
+    # Validation metric that selects the best checkpoint: accuracy | balanced_accuracy |
+    # macro_f1 | loss (lower is better).
+    train.best_metric = "accuracy"
+    # Batch size for evaluation.
+    train.eval_batch_size = 512
+    # Stop this process after N steps (with a checkpoint), as if interrupted; 0 = never.
+    # Re-running the same command resumes. Used to test exact resume.
+    train.halt_after_steps = 0
+
+    # ---------------------------------------------------------------- class imbalance
+    config.sampling = sampling = ml_collections.ConfigDict()
+    # none | random | smote | adasyn | class_weight.
+    sampling.method = "none"
+    # imbalanced-learn's sampling_strategy: auto | not majority | minority | not minority | all,
+    # a float ratio, or a dict of per-class counts such as "happy:4000,sad:4000".
+    sampling.strategy = "auto"
+    # Neighbours for smote / adasyn.
+    sampling.k_neighbors = 5
+
+    # ---------------------------------------------------------------- augmentation
+    config.augment = augment = ml_collections.ConfigDict()
+    # Chain of on-device ops applied per training example, "|"-separated, each with optional
+    # k=v arguments (see ferjax/augment.py for the list): flip = horizontal mirror;
+    # shift(pad=4) = pad 4 pixels (edge values) and crop back at a random offset.
+    augment.ops = "flip|shift(pad=4)"
+
+    # ---------------------------------------------------------------- evaluation
+    config.eval = eval_ = ml_collections.ConfigDict()
+    # Test-time augmentation: none | flip.
+    eval_.tta = "none"
+
+    return config

@@ -1,0 +1,89 @@
+"""The in-memory dataset every reader produces.
+
+All formats (FER2013 CSV, FER+, image folders, TFDS, procedural faces) are turned into the same
+structure: per split, uint8 images [N, H, W], int32 labels [N], optional float32 soft targets
+[N, K], and the source row of each example, plus the class names in label order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+
+# FER2013's label order (the `emotion` column of fer2013.csv).
+FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+# FER2013's `Usage` values and ferjax's split names.
+USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass
+class Split:
+    """One split of a dataset.
+
+    images: uint8[N, H, W] grayscale faces.
+    labels: int32[N] class indices (the arg-max of `targets` when soft targets exist).
+    targets: float32[N, K] soft label distributions (FER+ votes), or None for hard labels.
+    rows: int64[N] 1-based data row (or file index) of each example in its source, for reports.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    targets: np.ndarray | None = None
+    rows: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.rows is None:
+            self.rows = np.arange(1, len(self.labels) + 1, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, index: np.ndarray) -> Split:
+        """The examples at `index` (an integer or boolean array)."""
+        return Split(
+            images=self.images[index],
+            labels=self.labels[index],
+            targets=None if self.targets is None else self.targets[index],
+            rows=self.rows[index],
+        )
+
+    def class_counts(self, num_classes: int) -> np.ndarray:
+        return np.bincount(self.labels, minlength=num_classes)
+
+
+@dataclasses.dataclass
+class FerData:
+    """A dataset: class names in label order and the train/val/test splits."""
+
+    class_names: tuple[str, ...]
+    splits: dict[str, Split]
+    source: str = ""
+    # Rows dropped while reading, counted by reason (e.g. {"wrong pixel count": 3}).
+    skipped: Counter = dataclasses.field(default_factory=Counter)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return tuple(self.splits["train"].images.shape[1:3])
+
+    def summary(self) -> dict:
+        return {
+            name: {
+                "examples": len(split),
+                "per_class": dict(
+                    zip(
+                        self.class_names,
+                        split.class_counts(self.num_classes).tolist(),
+                        strict=True,
+                    )
+                ),
+            }
+            for name, split in self.splits.items()
+        }

@@ -1,0 +1,69 @@
+"""Command-line entry point: python -m ferjax.main --config=configs/demo.py --workdir=DIR.
+
+Re-running the same command with the same workdir resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, plots and report.json.")
+config_flags.DEFINE_config_file(
+    "config", None, "Training config file (a Python file with get_config()).", lock_config=True
+)
+
+
+def run(config, workdir: str):
+    """Validates the config, loads the data and trains. Returns the test report."""
+    import jax
+
+    from ferjax.config import validate
+    from ferjax.data.load import load_data
+    from ferjax.data.pipeline import hide_gpus_from_tensorflow
+    from ferjax.train import train_and_evaluate
+
+    hide_gpus_from_tensorflow()
+    validate(config, jax.device_count())
+    data = load_data(config)
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        summary = {
+            "source": data.source,
+            "class_names": list(data.class_names),
+            "skipped_rows": dict(data.skipped),
+            "splits": data.summary(),
+        }
+        with open(os.path.join(workdir, "data_report.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        counts = {n: len(s) for n, s in data.splits.items()}
+        print(
+            f"data: {data.source} classes={','.join(data.class_names)} sizes={counts}", flush=True
+        )
+    return train_and_evaluate(config, workdir, data)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from ferjax.errors import FerjaxError
+
+    logging.set_verbosity(logging.WARNING)
+    try:
+        run(FLAGS.config, FLAGS.workdir)
+    except FerjaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

@@ -1,0 +1,49 @@
+"""Model registry: `model.name` -> a Flax module built from the config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax.numpy as jnp
+import ml_collections
+
+from ferjax.models.cnn import FerCNN
+from ferjax.models.resnet import ResNet
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _widths(config) -> tuple[int, ...]:
+    return tuple(int(w) for w in str(config.model.cnn_widths).split(",") if w.strip())
+
+
+MODELS: dict[str, Callable] = {
+    "cnn": lambda c, k, dt: FerCNN(
+        num_classes=k,
+        stage_widths=_widths(c),
+        convs_per_stage=c.model.cnn_convs_per_stage,
+        hidden=c.model.cnn_hidden,
+        dropout=c.model.dropout,
+        conv_dropout=c.model.conv_dropout,
+        dtype=dt,
+    ),
+    "resnet18": lambda c, k, dt: ResNet(
+        num_classes=k,
+        stage_sizes=(2, 2, 2, 2),
+        width=c.model.width,
+        dropout=c.model.dropout,
+        dtype=dt,
+    ),
+    "resnet34": lambda c, k, dt: ResNet(
+        num_classes=k,
+        stage_sizes=(3, 4, 6, 3),
+        width=c.model.width,
+        dropout=c.model.dropout,
+        dtype=dt,
+    ),
+}
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int):
+    """Builds the Flax module named by `config.model.name`."""
+    return MODELS[config.model.name](config, num_classes, _DTYPES[config.train.dtype])

@@ -1,0 +1,66 @@
+"""ResNets adapted to 48x48 faces: a 3x3 stride-1 stem without max-pooling, basic blocks with
+widths 64/128/256/512 (times `width / 64`) and strides 1/2/2/2, global average pooling, dropout
+and a dense head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def _bn(train: bool, name: str | None = None, zero_init: bool = False):
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=jnp.float32,
+        scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
+        name=name,
+    )
+
+
+class BasicBlock(nn.Module):
+    features: int
+    strides: int = 1
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        conv = lambda f, k, s, name: nn.Conv(  # noqa: E731
+            f, (k, k), (s, s), use_bias=False, dtype=self.dtype, name=name
+        )
+        residual = x
+        y = conv(self.features, 3, self.strides, "conv1")(x)
+        y = nn.relu(_bn(train, "bn1")(y)).astype(self.dtype)
+        y = conv(self.features, 3, 1, "conv2")(y)
+        y = _bn(train, "bn2", zero_init=True)(y)
+        if residual.shape != y.shape:
+            residual = conv(self.features, 1, self.strides, "proj_conv")(residual)
+            residual = _bn(train, "proj_bn")(residual)
+        return nn.relu(y + residual).astype(self.dtype)
+
+
+class ResNet(nn.Module):
+    num_classes: int
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
+    width: int = 64
+    dropout: float = 0.3
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        """x: float[B, H, W, C] normalised images. Returns float32 logits [B, num_classes]."""
+        x = x.astype(self.dtype)
+        x = nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype, name="stem_conv")(x)
+        x = nn.relu(_bn(train, "stem_bn")(x)).astype(self.dtype)
+        for s, blocks in enumerate(self.stage_sizes):
+            for b in range(blocks):
+                strides = 2 if s > 0 and b == 0 else 1
+                x = BasicBlock(
+                    self.width * 2**s, strides, dtype=self.dtype, name=f"stage{s + 1}_block{b + 1}"
+                )(x, train)
+        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, name="head_out")(x).astype(jnp.float32)
