@@ -94,6 +94,17 @@ def get_config() -> ml_collections.ConfigDict:
     # Stop this process after N steps (with a checkpoint), as if interrupted; 0 = never.
     # Re-running the same command resumes. Used to test exact resume.
     train.halt_after_steps = 0
+    # Also checkpoint when this many minutes passed since the last one (0 = off; single-host).
+    train.checkpoint_every_minutes = 0.0
+    # Resume even if the config differs from the checkpointed run (e.g. more epochs).
+    train.allow_config_change = False
+    # A non-finite loss or gradient: stop (keep the last good checkpoint) | rollback (restore
+    # the last checkpoint and continue with the learning rate scaled by nan_lr_factor; at most
+    # 3 times).
+    train.on_nan = "stop"
+    train.nan_lr_factor = 0.5
+    # Test hook: make the loss of this step NaN while the learning-rate scale is 1 (0 = off).
+    train.debug_nan_step = 0
 
     # ---------------------------------------------------------------- class imbalance
     config.sampling = sampling = ml_collections.ConfigDict()

@@ -16,6 +16,7 @@ CHOICES = {
     "train.best_metric": ("accuracy", "balanced_accuracy", "macro_f1", "loss"),
     "sampling.method": ("none", "random", "smote", "adasyn", "class_weight"),
     "eval.tta": ("none", "flip"),
+    "train.on_nan": ("stop", "rollback"),
 }
 
 
@@ -67,6 +68,12 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
     for key in non_negative:
         value = _get(config, key)
         _check(value >= 0, key, value, "a number >= 0")
+    _check(
+        0 < config.train.nan_lr_factor <= 1,
+        "train.nan_lr_factor",
+        config.train.nan_lr_factor,
+        "a number in (0, 1]",
+    )
     for key in ("model.dropout", "model.conv_dropout", "train.label_smoothing", "optim.momentum"):
         value = _get(config, key)
         _check(0 <= value < 1, key, value, "a number in [0, 1)")
@@ -100,3 +107,31 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         f"a multiple of the device count ({device_count})",
     )
     parse_ops(config.augment.ops)
+
+
+# Files and folders a ferjax run writes into its workdir.
+WORKDIR_MARKERS = (
+    "config.json",
+    "checkpoints",
+    "metrics.jsonl",
+    "data_report.json",
+    "model_info.json",
+    "report.json",
+)
+
+
+def check_workdir(workdir: str) -> None:
+    """A workdir must be new, empty, or a ferjax run's (never another project's folder)."""
+    import os
+
+    if not workdir:
+        raise ConfigError("--workdir: empty, expected a directory for checkpoints and reports")
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(f"--workdir: {workdir} is a file, expected a directory")
+    if os.path.isdir(workdir):
+        entries = os.listdir(workdir)
+        if entries and not any(m in entries for m in WORKDIR_MARKERS):
+            raise ConfigError(
+                f"--workdir: {workdir} holds files that are not from a ferjax run "
+                f"(e.g. {sorted(entries)[0]!r}); use a new or empty directory"
+            )

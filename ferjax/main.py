@@ -22,17 +22,56 @@ config_flags.DEFINE_config_file(
 )
 
 
+def _unknown_override(argv: list[str]) -> str | None:
+    """The first --config.KEY=... override whose KEY the config file does not define."""
+    import runpy
+
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if path is None or not os.path.isfile(path.split(":")[0]):
+        return None
+    config = runpy.run_path(path.split(":")[0])["get_config"]()
+    for arg in argv:
+        if arg.startswith("--config.") and "=" in arg:
+            node = config
+            key = arg[len("--config.") :].split("=", 1)[0]
+            for part in key.split("."):
+                if not hasattr(node, "keys") or part not in node:
+                    return key
+                node = node[part]
+    return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing, with one clear line (no traceback) for bad flags or config keys."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - config files and overrides raise anything
+        key = _unknown_override(argv)
+        if key is not None:
+            print(
+                f"error: --config.{key}: unknown config key (every key is defined and "
+                "documented in configs/default.py)",
+                file=sys.stderr,
+            )
+        else:
+            print(f"error: --config: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+    sys.exit(2)
+
+
 def run(config, workdir: str):
     """Validates the config, loads the data and trains. Returns the test report."""
     import jax
 
-    from ferjax.config import validate
+    from ferjax.config import check_workdir, validate
     from ferjax.data.load import load_data
     from ferjax.data.pipeline import hide_gpus_from_tensorflow
     from ferjax.train import train_and_evaluate
 
     hide_gpus_from_tensorflow()
     validate(config, jax.device_count())
+    check_workdir(workdir)
     data = load_data(config)
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
@@ -55,10 +94,21 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from ferjax.errors import FerjaxError
+    from ferjax.train import Preempted
 
     logging.set_verbosity(logging.WARNING)
     try:
-        run(FLAGS.config, FLAGS.workdir)
+        config = FLAGS.config
+        config.keys()  # a config file that failed to load raises here
+    except Exception as e:  # noqa: BLE001
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        print(f"error: --config: cannot load the config file ({lines[-1]})", file=sys.stderr)
+        sys.exit(2)
+    try:
+        run(config, FLAGS.workdir)
+    except Preempted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(e.exit_code)
     except FerjaxError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
@@ -66,4 +116,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -27,17 +27,35 @@ from ferjax.checkpoint import Checkpoints
 from ferjax.data.dataset import FerData
 from ferjax.data.pipeline import index_batches
 from ferjax.data.sampling import Sampler, parse_strategy
-from ferjax.errors import ConfigError
+from ferjax.errors import CheckpointError, ConfigError, FerjaxError
 from ferjax.metrics import classification_report
 from ferjax.models import create_model
 
 
+class TrainingDiverged(FerjaxError):
+    """A non-finite loss or gradient (train.on_nan=stop, or rollbacks exhausted)."""
+
+    exit_code = 3
+
+
+class Preempted(FerjaxError):
+    """SIGTERM/SIGINT: a checkpoint was written at the current step; re-run to resume."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again
+
+
 @flax.struct.dataclass
 class TrainState:
+    """Everything that determines the future of a run, besides the config and the data.
+
+    lr_scale multiplies every update: it starts at 1 and is lowered after a divergence rollback.
+    """
+
     step: jax.Array
     params: Any
     batch_stats: Any
     opt_state: Any
+    lr_scale: jax.Array
 
 
 # ------------------------------------------------------------------------------- optimiser
@@ -52,7 +70,8 @@ def decay_mask(params, decay_norm_and_bias: bool):
 
 def make_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int):
     total = max(num_epochs * steps_per_epoch, 1)
-    warmup = min(int(round(optim.warmup_epochs * steps_per_epoch)), total)
+    # Warm-up is capped so that at least one step follows it (short test runs).
+    warmup = min(int(round(optim.warmup_epochs * steps_per_epoch)), total - 1)
     peak = optim.learning_rate
     if optim.schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total, end_value=0.0)
@@ -122,6 +141,7 @@ def create_train_state(model, tx, seed: int, image_shape, mesh) -> TrainState:
             params=params,
             batch_stats=variables.get("batch_stats", {}),
             opt_state=tx.init(params),
+            lr_scale=jnp.ones((), jnp.float32),
         )
 
     return jax.jit(init, out_shardings=parallel.replicated(mesh))()
@@ -136,6 +156,7 @@ def make_train_step(model, tx, config, norm: tuple[float, float]):
     augment = make_augment(config.augment.ops)
     base_key = jax.random.PRNGKey(config.train.seed)
     smoothing = config.train.label_smoothing
+    nan_step = config.train.debug_nan_step
     mean, std = norm
 
     def train_step(state: TrainState, data, batch):
@@ -162,19 +183,36 @@ def make_train_step(model, tx, config, norm: tuple[float, float]):
             )
             per_example = optax.softmax_cross_entropy(logits, smoothed)
             loss = jnp.mean(per_example * batch["weight"])
-            return loss, (logits, per_example, updates["batch_stats"])
+            if nan_step:  # test hook: a divergence at one step that a lower learning rate avoids
+                poison = (state.step + 1 == nan_step) & (state.lr_scale == 1.0)
+                loss = jnp.where(poison, jnp.nan, loss)
+            return loss, (loss, logits, per_example, updates["batch_stats"])
 
-        grads, (logits, per_example, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+        grads, aux = jax.grad(loss_fn, has_aux=True)(state.params)
+        loss, logits, per_example, batch_stats = aux
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates = jax.tree.map(lambda u: u * state.lr_scale, updates)
         params = optax.apply_updates(state.params, updates)
         correct = jnp.argmax(logits, -1) == jnp.argmax(targets, -1)
+        # A non-finite loss or gradient leaves the state untouched; the loop stops (or rolls
+        # back) when it next reads the metrics, so the last good state is what gets saved.
+        loss_ok = jnp.isfinite(loss)
+        grad_ok = jnp.isfinite(optax.global_norm(grads))
+        ok = loss_ok & grad_ok
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+        never = jnp.iinfo(jnp.int32).max
         metrics = {
-            "loss_sum": jnp.sum(per_example),
-            "correct": jnp.sum(correct.astype(jnp.float32)),
-            "count": jnp.asarray(per_example.shape[0], jnp.float32),
+            "loss_sum": jnp.where(ok, jnp.sum(per_example), 0.0),
+            "correct": jnp.where(ok, jnp.sum(correct.astype(jnp.float32)), 0.0),
+            "count": jnp.where(ok, jnp.asarray(per_example.shape[0], jnp.float32), 0.0),
+            "bad_loss_step": jnp.where(loss_ok, never, state.step + 1),
+            "bad_grad_step": jnp.where(grad_ok, never, state.step + 1),
         }
         new_state = state.replace(
-            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+            step=jnp.where(ok, state.step + 1, state.step),
+            params=keep(params, state.params),
+            batch_stats=keep(batch_stats, state.batch_stats),
+            opt_state=keep(opt_state, state.opt_state),
         )
         return new_state, metrics
 
@@ -263,6 +301,87 @@ def _one_hot_targets(split, num_classes: int) -> np.ndarray:
     return np.eye(num_classes, dtype=np.float32)[split.labels]
 
 
+# Config keys that may differ between a run and its resumption: they do not change results.
+RUNTIME_KEYS = (
+    "train.halt_after_steps",
+    "train.allow_config_change",
+    "train.log_every_steps",
+    "train.checkpoint_every_steps",
+    "train.checkpoint_every_minutes",
+    "data.cache_dir",
+)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_config_unchanged(saved: dict | None, config: ml_collections.ConfigDict, where: str):
+    """Refuses to resume with a different config (unless train.allow_config_change)."""
+    if saved is None or config.train.allow_config_change:
+        return
+    now = _flatten(json.loads(config.to_json_best_effort()))
+    before = _flatten(saved)
+    differ = sorted(
+        k for k in set(now) | set(before) if k not in RUNTIME_KEYS and now.get(k) != before.get(k)
+    )
+    if differ:
+        shown = ", ".join(f"{k} ({before.get(k)!r} -> {now.get(k)!r})" for k in differ[:5])
+        raise CheckpointError(
+            f"{where}: the config differs from the checkpointed run in {shown}; use a new "
+            "workdir, or --config.train.allow_config_change=true to resume anyway"
+        )
+
+
+class StopSignal:
+    """Turns SIGTERM/SIGINT into a request to checkpoint and exit at the next step boundary."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread: signals stay with the caller
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def requested(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step) or self.signum is not None
+        return self.signum is not None
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def _accumulate(sums, m):
+    if sums is None:
+        return m
+    return {
+        k: jnp.minimum(sums[k], v) if k.startswith("bad_") else sums[k] + v for k, v in m.items()
+    }
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, data: FerData
 ) -> dict | None:
@@ -308,7 +427,15 @@ def train_and_evaluate(
     predict = jax.jit(
         make_predict(model, norm, config.eval.tta), out_shardings=parallel.replicated(mesh)
     )
+    config_dict = json.loads(config.to_json_best_effort())
 
+    ckpts = Checkpoints(workdir)
+    restored, meta = ckpts.restore_latest(state)
+    if restored is not None:
+        check_config_unchanged(meta.get("config"), config, workdir)
+        state = restored
+        print(f"resumed from step {int(state.step)} of {total_steps}", flush=True)
+    meta = meta or {"best_value": None, "best_step": None}
     if is_main:
         info = {
             "class_names": list(data.class_names),
@@ -320,13 +447,6 @@ def train_and_evaluate(
             json.dump(info, f, indent=2)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
-
-    ckpts = Checkpoints(workdir)
-    restored, meta = ckpts.restore_latest(state)
-    meta = meta or {"best_value": None, "best_step": None}
-    if restored is not None:
-        state = restored
-        print(f"resumed from step {int(state.step)} of {total_steps}", flush=True)
     log = MetricLog(workdir)
 
     def meta_at(step: int) -> dict:
@@ -337,77 +457,118 @@ def train_and_evaluate(
             "best_metric": config.train.best_metric,
             "best_value": meta["best_value"],
             "best_step": meta["best_step"],
+            "config": config_dict,
         }
 
-    step = int(state.step)
-    sums, t_log = None, time.time()
-    halt = config.train.halt_after_steps
-    while step < total_steps:
-        epoch = step // steps_per_epoch
-        records = sampler.epoch_records(epoch)
-        batches = index_batches(
-            records,
-            global_batch,
-            jax.process_index(),
-            jax.process_count(),
-            start_step=step - epoch * steps_per_epoch,
-        )
-        t_epoch = time.time()
-        for local in batches:
-            state, m = train_step(state, on_device, parallel.global_batch(local, mesh))
-            sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-            step += 1
-            if step % config.train.log_every_steps == 0 or step % steps_per_epoch == 0:
-                s = jax.device_get(sums)
-                elapsed = max(time.time() - t_log, 1e-9)
-                log.write(
-                    step,
-                    "train",
-                    {
-                        "loss": s["loss_sum"] / s["count"],
-                        "accuracy": s["correct"] / s["count"],
-                        "learning_rate": schedule(step - 1),
-                        "images_per_second": s["count"] / elapsed,
-                    },
-                )
-                sums, t_log = None, time.time()
-            every = config.train.checkpoint_every_steps
-            if every and step % every == 0 and step % steps_per_epoch:
-                ckpts.save_latest(step, state, meta_at(step))
-            if halt and step >= halt and step % steps_per_epoch:
-                break
-        if halt and step >= halt and step % steps_per_epoch:
-            ckpts.save_latest(step, state, meta_at(step))
-            ckpts.wait()
-            ckpts.close()
-            log.close()
-            print(f"halted at step {step} (train.halt_after_steps); re-run to resume", flush=True)
-            return None
+    def finish(message: str):
+        ckpts.wait()
+        ckpts.close()
+        log.close()
+        print(message, flush=True)
 
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        probs = predict_split(
-            predict, variables, val_images, len(val), config.train.eval_batch_size, mesh
-        )
-        report = _report_with_loss(val.labels, probs, data.class_names, "val")
-        log.write(step, "val", _val_scalars(report))
-        value = report[config.train.best_metric]
-        if _is_better(config.train.best_metric, value, meta["best_value"]):
-            meta["best_value"], meta["best_step"] = value, step
-            ckpts.save_best(step, state, meta_at(step))
-        ckpts.save_latest(step, state, meta_at(step))
-        recalls = " ".join(f"{n}={m['recall']:.2f}" for n, m in report["per_class"].items())
-        print(
-            f"epoch {epoch + 1}/{config.train.num_epochs} step {step}: "
-            f"val accuracy {report['accuracy']:.4f} balanced {report['balanced_accuracy']:.4f} "
-            f"loss {report['loss']:.4f} | recall {recalls} | {time.time() - t_epoch:.1f}s",
-            flush=True,
-        )
-        if halt and step >= halt:
-            ckpts.wait()
-            ckpts.close()
-            log.close()
-            print(f"halted at step {step} (train.halt_after_steps); re-run to resume", flush=True)
-            return None
+    step = int(state.step)
+    sums, t_log, t_ckpt = None, time.time(), time.time()
+    halt = config.train.halt_after_steps
+    rollbacks = 0
+    with StopSignal() as stop:
+        while step < total_steps:
+            epoch = step // steps_per_epoch
+            records = sampler.epoch_records(epoch)
+            batches = index_batches(
+                records,
+                global_batch,
+                jax.process_index(),
+                jax.process_count(),
+                start_step=step - epoch * steps_per_epoch,
+            )
+            t_epoch = time.time()
+            rolled_back = False
+            for local in batches:
+                state, m = train_step(state, on_device, parallel.global_batch(local, mesh))
+                sums = _accumulate(sums, m)
+                step += 1
+                end_of_epoch = step % steps_per_epoch == 0
+                every = config.train.checkpoint_every_steps
+                minutes = config.train.checkpoint_every_minutes
+                save_now = (every and step % every == 0) or (
+                    minutes and jax.process_count() == 1 and time.time() - t_ckpt > 60 * minutes
+                )
+                stopping = stop.requested(step) or (halt and step >= halt)
+                if step % config.train.log_every_steps == 0 or end_of_epoch or save_now or stopping:
+                    s = jax.device_get(sums)
+                    bad = min(int(s["bad_loss_step"]), int(s["bad_grad_step"]))
+                    if bad != np.iinfo(np.int32).max:
+                        what = "loss" if int(s["bad_loss_step"]) == bad else "gradient"
+                        good = ckpts.latest.latest_step()
+                        if config.train.on_nan == "rollback" and good is not None and rollbacks < 3:
+                            rollbacks += 1
+                            ckpts.wait()
+                            state, _ = ckpts.restore_latest(state)
+                            state = state.replace(
+                                lr_scale=state.lr_scale * config.train.nan_lr_factor
+                            )
+                            step, sums = int(state.step), None
+                            print(
+                                f"warning: non-finite {what} at step {bad}; rolled back to step "
+                                f"{step} with learning-rate scale {float(state.lr_scale):g}",
+                                flush=True,
+                            )
+                            rolled_back = True
+                            break
+                        ckpts.wait()
+                        ckpts.close()
+                        log.close()
+                        raise TrainingDiverged(
+                            f"non-finite {what} at step {bad}; training stopped, the last good "
+                            f"checkpoint is step {good} in {ckpts.latest.directory}"
+                        )
+                    elapsed = max(time.time() - t_log, 1e-9)
+                    if s["count"] > 0:
+                        log.write(
+                            step,
+                            "train",
+                            {
+                                "loss": s["loss_sum"] / s["count"],
+                                "accuracy": s["correct"] / s["count"],
+                                "learning_rate": schedule(step - 1) * float(state.lr_scale),
+                                "images_per_second": s["count"] / elapsed,
+                            },
+                        )
+                    sums, t_log = None, time.time()
+                if (save_now or stopping) and not end_of_epoch:
+                    ckpts.save_latest(step, state, meta_at(step))
+                    t_ckpt = time.time()
+                if stopping and not end_of_epoch:
+                    break
+            if rolled_back:
+                continue
+            if step % steps_per_epoch == 0:
+                variables = {"params": state.params, "batch_stats": state.batch_stats}
+                probs = predict_split(
+                    predict, variables, val_images, len(val), config.train.eval_batch_size, mesh
+                )
+                report = _report_with_loss(val.labels, probs, data.class_names, "val")
+                log.write(step, "val", _val_scalars(report))
+                value = report[config.train.best_metric]
+                if _is_better(config.train.best_metric, value, meta["best_value"]):
+                    meta["best_value"], meta["best_step"] = value, step
+                    ckpts.save_best(step, state, meta_at(step))
+                ckpts.save_latest(step, state, meta_at(step))
+                t_ckpt = time.time()
+                recalls = " ".join(f"{n}={m['recall']:.2f}" for n, m in report["per_class"].items())
+                print(
+                    f"epoch {epoch + 1}/{config.train.num_epochs} step {step}: "
+                    f"val accuracy {report['accuracy']:.4f} "
+                    f"balanced {report['balanced_accuracy']:.4f} loss {report['loss']:.4f} | "
+                    f"recall {recalls} | {time.time() - t_epoch:.1f}s",
+                    flush=True,
+                )
+            if stop.signum is not None or (jax.process_count() > 1 and stop.requested(step)):
+                finish(f"stopped by signal at step {step}; checkpoint saved, re-run to resume")
+                raise Preempted(f"stopped by signal at step {step}; re-run to resume")
+            if halt and step >= halt:
+                finish(f"halted at step {step} (train.halt_after_steps); re-run to resume")
+                return None
 
     ckpts.wait()
     if ckpts.best.latest_step() is not None:
