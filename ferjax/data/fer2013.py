@@ -48,7 +48,7 @@ class RowErrors:
         self.examples: dict[str, str] = {}
 
     def add(self, where: str, reason: str, detail: str) -> None:
-        message = f"{self.path}: {where}: {detail}"
+        message = f"{self.path}: {where}: {detail}" if where else detail
         if self.on_error == "raise":
             raise DataFormatError(message)
         self.counts[reason] += 1
@@ -73,13 +73,11 @@ def parse_pixel_strings(strings: list[str]):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fromstring warns on trailing garbage; we check below
         for k, text in enumerate(strings):
+            if text.encode("utf-8", "replace").translate(None, _PIXEL_CHARS):
+                problems[k] = _diagnose_pixels(text)  # characters other than digits/blanks
+                continue
             values = np.fromstring(text, dtype=np.int64, sep=" ")
-            if (
-                values.size != NUM_PIXELS
-                or text.encode("utf-8", "replace").translate(None, _PIXEL_CHARS)
-                or values.min() < 0
-                or values.max() > 255
-            ):
+            if values.size != NUM_PIXELS or values.min() < 0 or values.max() > 255:
                 problems[k] = _diagnose_pixels(text)
             else:
                 out[k] = values
@@ -93,7 +91,7 @@ def _diagnose_pixels(text: str) -> str:
     """A precise message for one bad pixel string (slow path, bad rows only)."""
     tokens = text.split()
     for k, tok in enumerate(tokens, 1):
-        if not tok.isdigit():
+        if not (tok.isascii() and tok.isdigit()):
             return f"pixel value {k} is {tok[:20]!r}, expected an integer in 0..255"
         if int(tok) > 255:
             return f"pixel value {k} is {tok[:20]}, expected an integer in 0..255"
@@ -118,7 +116,7 @@ def read_fer2013_rows(path: str, on_error: str = "raise"):
         raise DataNotFoundError(f"{path}: file not found. {WHERE_TO_GET}")
     errors = RowErrors(path, on_error)
     csv.field_size_limit(1 << 24)
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
@@ -146,7 +144,9 @@ def read_fer2013_rows(path: str, on_error: str = "raise"):
                     )
                 continue
             emotion = fields[col["emotion"]].strip()
-            if not emotion.isdigit() or int(emotion) >= len(FER2013_CLASSES):
+            if not (emotion.isascii() and emotion.isdigit()) or int(emotion) >= len(
+                FER2013_CLASSES
+            ):
                 errors.add(
                     where,
                     "label out of range",
