@@ -81,10 +81,10 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         "a number in (0, 1)",
     )
     _check(
-        0 <= config.data.clean.near_hamming <= 32,
+        0 <= config.data.clean.near_hamming <= 128,
         "data.clean.near_hamming",
         config.data.clean.near_hamming,
-        "an integer in 0..32",
+        "an integer in 0..128",
     )
     widths = str(config.model.cnn_widths).split(",")
     _check(
