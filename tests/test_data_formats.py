@@ -102,6 +102,15 @@ def test_fer2013_bad_row_raises_one_exact_line(tmp_path, row, reason, message):
     assert "\n" not in str(e.value)
 
 
+def test_fer2013_raise_names_the_first_bad_row(tmp_path):
+    """Pixels are parsed after the fields; the first bad row is still the one reported."""
+    rows = [f"0,{pixels()},Training", f"0,{pixels(count=5)},Training", f"9,{pixels()},Training"]
+    path = write(tmp_path / "fer2013.csv", HEADER + "\n".join(rows) + "\n")
+    with pytest.raises(DataFormatError) as e:
+        read_fer2013_rows(path)
+    assert str(e.value) == f"{path}: row 2 (line 3): expected 2304 pixel values (48x48), got 5"
+
+
 def test_fer2013_skip_counts_every_reason(tmp_path):
     good = [f"{k % 7},{pixels(k)},{u}" for k, u in enumerate(["Training"] * 3 + ["PublicTest",
             "PrivateTest"])]  # fmt: skip

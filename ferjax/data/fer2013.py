@@ -130,36 +130,49 @@ def read_fer2013_rows(path: str, on_error: str = "raise"):
             )
         col = {name: header.index(name) for name in REQUIRED_COLUMNS}
         labels, usage, pixels, rows, lines = [], [], [], [], []
+        # Problems are reported in row order once the pixels are parsed too, so that `raise`
+        # always names the first bad row of the file.
+        pending: list[tuple[int, str, str, str]] = []
         row = 0
         for row, fields in enumerate(reader, 1):
             where = _where(row, reader.line_num)
             if len(fields) != len(header):
                 if not fields or fields == [""]:
-                    errors.add(where, "empty row", "empty row")
+                    pending.append((row, where, "empty row", "empty row"))
                 else:
-                    errors.add(
-                        where,
-                        "wrong number of fields",
-                        f"expected {len(header)} fields ({','.join(header)}), got {len(fields)}",
+                    pending.append(
+                        (
+                            row,
+                            where,
+                            "wrong number of fields",
+                            f"expected {len(header)} fields ({','.join(header)}), "
+                            f"got {len(fields)}",
+                        )
                     )
                 continue
             emotion = fields[col["emotion"]].strip()
             if not (emotion.isascii() and emotion.isdigit()) or int(emotion) >= len(
                 FER2013_CLASSES
             ):
-                errors.add(
-                    where,
-                    "label out of range",
-                    f"emotion is {emotion[:20]!r}, expected an integer in 0..6",
+                pending.append(
+                    (
+                        row,
+                        where,
+                        "label out of range",
+                        f"emotion is {emotion[:20]!r}, expected an integer in 0..6",
+                    )
                 )
                 continue
             split = USAGE_TO_SPLIT.get(fields[col["Usage"]].strip())
             if split is None:
-                errors.add(
-                    where,
-                    "unknown Usage",
-                    f"Usage is {fields[col['Usage']][:30]!r}, expected Training, PublicTest "
-                    "or PrivateTest",
+                pending.append(
+                    (
+                        row,
+                        where,
+                        "unknown Usage",
+                        f"Usage is {fields[col['Usage']][:30]!r}, expected Training, "
+                        "PublicTest or PrivateTest",
+                    )
                 )
                 continue
             labels.append(int(emotion))
@@ -172,11 +185,12 @@ def read_fer2013_rows(path: str, on_error: str = "raise"):
 
     values, problems = parse_pixel_strings(pixels)
     keep = np.ones(len(pixels), bool)
-    for k in sorted(problems):
-        detail = problems[k]
+    for k, detail in problems.items():
         reason = "wrong pixel count" if detail.startswith("expected") else "bad pixel value"
-        errors.add(_where(rows[k], lines[k]), reason, detail)
+        pending.append((rows[k], _where(rows[k], lines[k]), reason, detail))
         keep[k] = False
+    for _, where, reason, detail in sorted(pending):
+        errors.add(where, reason, detail)
     images = values[keep].reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     labels = np.asarray(labels, np.int32)[keep]
     usage = [u for u, k in zip(usage, keep, strict=True) if k]
