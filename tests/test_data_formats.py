@@ -247,7 +247,8 @@ def test_ferplus_bad_votes_and_missing_file(tmp_path):
         load_ferplus(path, cache_dir="")
     assert str(e.value) == f"{plus}: row 2 (line 3): anger is 'x', expected a vote count >= 0"
     data = load_ferplus(path, on_error="skip", cache_dir="")
-    assert data.skipped["bad vote count"] == 1
+    assert data.skipped == {"ferplus bad vote count": 1, "ferplus no majority": 2,
+                            "ferplus top vote NF": 1, "ferplus top vote unknown": 2}  # fmt: skip
     assert data.splits["train"].rows.tolist() == [1, 3]
     os.remove(plus)
     with pytest.raises(DataNotFoundError, match="fer2013new.csv: file not found"):

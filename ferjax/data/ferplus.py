@@ -49,6 +49,8 @@ WHERE_TO_GET = (
 def read_ferplus_votes(path: str, on_error: str = "raise"):
     """Reads and validates fer2013new.csv.
 
+    Bad rows are counted under reasons starting with "ferplus " (fer2013.csv's own reasons do
+    not), so the data report says which file a problem came from.
     Returns (votes int32[R, 10] in VOTE_COLUMNS order, usage list[str|None] split names,
     valid bool[R], errors RowErrors); R is the number of data rows, and rows with bad fields
     are kept in place (valid=False) so that row r still lines up with fer2013.csv's row r.
@@ -74,11 +76,11 @@ def read_ferplus_votes(path: str, on_error: str = "raise"):
             valid.append(False)
             if len(fields) != len(HEADER):
                 if not fields or fields == [""]:
-                    errors.add(where, "empty row", "empty row")
+                    errors.add(where, "ferplus empty row", "empty row")
                 else:
                     errors.add(
                         where,
-                        "wrong number of fields",
+                        "ferplus wrong number of fields",
                         f"expected {len(HEADER)} fields ({','.join(HEADER)}), got {len(fields)}",
                     )
                 continue
@@ -86,7 +88,7 @@ def read_ferplus_votes(path: str, on_error: str = "raise"):
             if split is None:
                 errors.add(
                     where,
-                    "unknown Usage",
+                    "ferplus unknown Usage",
                     f"Usage is {fields[0][:30]!r}, expected Training, PublicTest or PrivateTest",
                 )
                 continue
@@ -95,13 +97,15 @@ def read_ferplus_votes(path: str, on_error: str = "raise"):
             if bad is not None:
                 errors.add(
                     where,
-                    "bad vote count",
+                    "ferplus bad vote count",
                     f"{VOTE_COLUMNS[bad]} is {counts[bad][:20]!r}, expected a vote count >= 0",
                 )
                 continue
             counts = [int(v) for v in counts]
             if sum(counts) == 0:
-                errors.add(where, "no votes", "all vote counts are 0, expected at least one vote")
+                errors.add(
+                    where, "ferplus no votes", "all vote counts are 0, expected at least one vote"
+                )
                 continue
             usage[-1], votes[-1], valid[-1] = split, counts, True
     if not votes:
@@ -172,7 +176,7 @@ def load_ferplus(
     for k in np.flatnonzero(valid[index] & (np.asarray(ferplus_usage, object)[index] != usage)):
         errors.add(
             f"row {rows[k]}",
-            "Usage differs from fer2013.csv",
+            "ferplus Usage differs from fer2013.csv",
             f"Usage is {ferplus_usage[index[k]]!r} here but {usage[k]!r} in {fer2013_path} "
             "(split names: train=Training, val=PublicTest, test=PrivateTest)",
         )
