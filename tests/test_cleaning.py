@@ -55,16 +55,19 @@ def test_clean_counts_by_reason_split_and_class():
             "total": 3,
             "by_split": {"train": 2, "val": 1},
             "by_class": {"angry": 1, "disgust": 1, "fear": 1},
+            "rows": {"train": [1, 2], "val": [3]},
         },
         "duplicate": {
             "total": 2,
             "by_split": {"train": 2},
             "by_class": {"surprise": 1, "neutral": 1},
+            "rows": {"train": [6, 7]},
         },
         "leak": {
             "total": 2,
             "by_split": {"train": 1, "val": 1},
             "by_class": {"disgust": 1, "happy": 1},
+            "rows": {"train": [9], "val": [4]},
         },
     }
     assert [len(out.splits[s]) for s in ("train", "val", "test")] == [14 - 5, 7 - 2, 7]
@@ -86,6 +89,7 @@ def test_clean_switches_off_and_near_duplicates_on():
         "total": 4,
         "by_split": {"train": 4},
         "by_class": {"surprise": 1, "neutral": 1, "happy": 1, "disgust": 1},
+        "rows": {"train": [6, 7, 11, 9]},
     }
     assert out.splits["train"].rows.tolist() == [1, 2, 3, 4, 5, 8, 10, 12, 13, 14]
 
@@ -121,12 +125,14 @@ def test_label_noise_file(tmp_path):
         "total": 2,
         "by_split": {"train": 1, "test": 1},
         "by_class": {"sad": 1, "disgust": 1},
+        "rows": {"train": [12], "test": [2]},
     }
     # Relabelled rows are counted under their original class.
     assert out.cleaning["relabelled"] == {
         "total": 2,
         "by_split": {"train": 1, "val": 1},
         "by_class": {"surprise": 1, "disgust": 1},
+        "rows": {"train": [13], "val": [2]},
     }
     assert out.cleaning["label noise id not found"]["total"] == 2
     train = out.splits["train"]
@@ -206,7 +212,7 @@ def test_fer2013_skip_then_clean_round_trip(tmp_path):
     lines[4] = "9" + lines[4][1:]
     path.write_text("\n".join(lines) + "\n")
     cfg = default_config()
-    cfg.data.name, cfg.data.path, cfg.data.cache_dir = "fer2013", str(path), ""
+    cfg.data.name, cfg.data.path, cfg.data.cache_dir = "fer2013", str(path), str(tmp_path / "c")
     cfg.data.on_error = "skip"
     out = load_data(cfg)
     assert dict(out.skipped) == {"unknown Usage": 1, "label out of range": 1}

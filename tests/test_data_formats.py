@@ -272,6 +272,12 @@ def write_folder(root, data, names=None, val="PublicTest", test="PrivateTest", e
 
 
 def test_folder_matches_csv(tmp_path, faces):
+    """Same images as CSV and as a folder tree: same arrays, same cleaning counts."""
+    import copy
+
+    faces = copy.deepcopy(faces)
+    faces.splits["train"].images[0] = 0  # blank
+    faces.splits["test"].images[1] = faces.splits["train"].images[2]  # leak
     csv_path = str(tmp_path / "fer2013.csv")
     write_fer2013_csv(csv_path, faces)
     # Alphabetical folder creation order must not matter: FER2013 order comes from the names.
@@ -288,6 +294,12 @@ def test_folder_matches_csv(tmp_path, faces):
         np.testing.assert_array_equal(b.images, a.images[order])
         np.testing.assert_array_equal(b.labels, a.labels[order])
         assert b.paths[0].endswith(".png")
+    summary = lambda c: {r: (e["total"], e["by_split"], e["by_class"]) for r, e in c.items()}  # noqa: E731
+    assert summary(from_folder.cleaning) == summary(from_csv.cleaning)
+    assert summary(from_csv.cleaning)["blank"] == (1, {"train": 1}, {"angry": 1})
+    assert summary(from_csv.cleaning)["leak"] == (1, {"train": 1}, {"fear": 1})
+    assert from_csv.cleaning["leak"]["rows"] == {"train": [3]}
+    assert from_folder.cleaning["leak"]["paths"]["train"][0].endswith("train/fear/00003.png")
 
 
 def test_folder_class_order(tmp_path):

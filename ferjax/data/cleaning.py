@@ -101,25 +101,34 @@ def near_duplicate_mask(
 
 
 class CleaningLog:
-    """Counts rows removed (or relabelled) per reason, split and class."""
+    """Counts rows removed (or relabelled) per reason, split and class, and lists them.
+
+    counts[reason] = {"total": n, "by_split": {split: n}, "by_class": {class: n},
+    "rows": {split: [Split.rows ids]}, and "paths": {split: [files]} for image folders}.
+    """
 
     def __init__(self, class_names: tuple[str, ...]):
         self.class_names = class_names
         self.counts: dict[str, dict] = {}
 
     def enable(self, reason: str) -> None:
-        self.counts.setdefault(reason, {"total": 0, "by_split": {}, "by_class": {}})
+        self.counts.setdefault(reason, {"total": 0, "by_split": {}, "by_class": {}, "rows": {}})
 
-    def add(self, reason: str, split: str, labels: np.ndarray) -> None:
+    def add(self, reason: str, split: str, part: Split) -> None:
+        """Records the examples of `part` (taken from `split`) under `reason`."""
         self.enable(reason)
         entry = self.counts[reason]
-        entry["total"] += int(len(labels))
-        if len(labels):
-            entry["by_split"][split] = entry["by_split"].get(split, 0) + int(len(labels))
-        for c, n in enumerate(np.bincount(labels, minlength=len(self.class_names))):
+        entry["total"] += len(part)
+        if not len(part):
+            return
+        entry["by_split"][split] = entry["by_split"].get(split, 0) + len(part)
+        for c, n in enumerate(np.bincount(part.labels, minlength=len(self.class_names))):
             if n:
                 name = self.class_names[c]
                 entry["by_class"][name] = entry["by_class"].get(name, 0) + int(n)
+        entry["rows"].setdefault(split, []).extend(int(r) for r in part.rows)
+        if part.paths is not None:
+            entry.setdefault("paths", {}).setdefault(split, []).extend(map(str, part.paths))
 
 
 def summary_line(counts: dict) -> str:
@@ -130,7 +139,7 @@ def summary_line(counts: dict) -> str:
 
 
 def _drop(splits: dict[str, Split], name: str, remove: np.ndarray, reason: str, log) -> None:
-    log.add(reason, name, splits[name].labels[remove])
+    log.add(reason, name, splits[name].take(remove))
     splits[name] = splits[name].take(~remove)
 
 
@@ -188,7 +197,7 @@ def apply_label_noise(splits, entries, num_classes: int, log: CleaningLog) -> No
         drop = np.zeros(len(split), bool)
         labels = split.labels.copy()
         targets = None if split.targets is None else split.targets.copy()
-        relabelled = []
+        relabelled = np.zeros(len(split), bool)
         for s, row, label in entries:
             if (s is not None and s != name) or row not in pos:
                 continue
@@ -196,11 +205,11 @@ def apply_label_noise(splits, entries, num_classes: int, log: CleaningLog) -> No
             if label is None:
                 drop[k] = True
             elif label != labels[k]:
-                relabelled.append(labels[k])
+                relabelled[k] = True
                 labels[k] = label
                 if targets is not None:
                     targets[k] = np.eye(num_classes, dtype=np.float32)[label]
-        log.add("relabelled", name, np.asarray(relabelled, np.int32))
+        log.add("relabelled", name, split.take(relabelled))  # counted under the original class
         splits[name] = dataclasses.replace(split, labels=labels, targets=targets)
         _drop(splits, name, drop, "label noise dropped", log)
 
