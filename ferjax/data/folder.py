@@ -17,7 +17,7 @@ import sys
 from collections import Counter
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ferjax.data.classes import canonical
 from ferjax.data.dataset import FER2013_CLASSES, FerData, Split
@@ -152,7 +152,7 @@ def load_folder(
             for path in _list_images(dirs[name], errors, skipped):
                 try:
                     images.append(read_image(path, image_size))
-                except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as e:
+                except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
                     detail = str(e).splitlines()[0] if str(e) else type(e).__name__
                     errors.add("", "unreadable image", f"{path}: unreadable image ({detail[:120]})")
                     continue
