@@ -34,6 +34,47 @@ def get_config() -> ml_collections.ConfigDict:
     data.synthetic.label_noise = 0.0
     # Input normalisation: dataset (training mean/std) | unit ([0, 1]) | symmetric ([-1, 1]).
     data.normalize = "dataset"
+    # Per-image histogram equalisation on the host, once, after cleaning.
+    data.equalize = False
+    # 3x3 median filter (edge padding) on the device, before augmentation and at evaluation.
+    data.median_filter = False
+    # ferplus: FER+ votes file (fer2013new.csv); empty = fer2013new.csv next to data.path
+    # (which is fer2013.csv, for the pixels).
+    data.ferplus_path = ""
+    # ferplus (and tfds_config=ferplus) label mode: majority (keep rows where one emotion has
+    # more than half of the votes; hard labels) | probability (soft targets: the votes
+    # normalised over the 8 emotions). Rows whose top vote is unknown or NF are always dropped.
+    data.ferplus_mode = "majority"
+    # folder: side of the square grayscale images every file is resized to.
+    data.image_size = 48
+    # folder without a val/ folder: fraction of each training class carved off as validation,
+    # with this seed (independent of train.seed, so the split stays put across runs).
+    data.val_fraction = 0.1
+    data.split_seed = 0
+    # tfds: data.path is TFDS's manual folder (fer2013.csv, fer2013new.csv); builder config
+    # fer2013 | ferplus; TFDS data folder (empty = ~/tensorflow_datasets).
+    data.tfds_config = "fer2013"
+    data.tfds_data_dir = ""
+    # Cleaning after reading, before class selection; every removed row is counted by reason,
+    # split and class in data_report.json. See ferjax/data/cleaning.py.
+    data.clean = clean = ml_collections.ConfigDict()
+    # Drop blank or near-constant images: pixel std (0..255 scale) below blank_std.
+    clean.blank = True
+    clean.blank_std = 2.0
+    # Drop exact duplicate images within a split (the first copy is kept).
+    clean.duplicates = True
+    # Cross-split leakage: drop train images that also appear in val or test, and val images
+    # that also appear in test (test is never changed).
+    clean.cross_split = True
+    # Near-duplicates by a 256-bit DCT perceptual hash: drop images within near_hamming bits
+    # (0..128) of an earlier image of the same split, and train images that near-match val/test.
+    # 20 catches re-encoded, brightness/contrast-shifted or slightly noisier copies; it flags
+    # 12 of 35,887 procedural faces. Costs ~15 s for a FER2013-sized set on 2 CPU cores.
+    clean.near_duplicates = False
+    clean.near_hamming = 20
+    # Label-noise hook: a text file, one entry per line, `[split:]row` to drop that row or
+    # `[split:]row,class` to relabel it (row = 1-based source row; # comments). Empty = off.
+    clean.label_noise_file = ""
 
     # ---------------------------------------------------------------- model
     config.model = model = ml_collections.ConfigDict()

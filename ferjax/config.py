@@ -10,6 +10,8 @@ CHOICES = {
     "data.name": ("synthetic", "fer2013", "ferplus", "folder", "tfds"),
     "data.on_error": ("raise", "skip"),
     "data.normalize": ("dataset", "unit", "symmetric"),
+    "data.ferplus_mode": ("majority", "probability"),
+    "data.tfds_config": ("fer2013", "ferplus"),
     "optim.name": ("sgd", "adamw", "adam"),
     "optim.schedule": ("cosine", "step", "constant"),
     "train.dtype": ("float32", "bfloat16", "float16"),
@@ -53,6 +55,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         "model.cnn_hidden",
         "model.cnn_convs_per_stage",
         "sampling.k_neighbors",
+        "data.image_size",
     )
     for key in positive:
         value = _get(config, key)
@@ -64,6 +67,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         "data.subset",
         "train.checkpoint_every_steps",
         "train.halt_after_steps",
+        "data.clean.blank_std",
     )
     for key in non_negative:
         value = _get(config, key)
@@ -77,6 +81,18 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
     for key in ("model.dropout", "model.conv_dropout", "train.label_smoothing", "optim.momentum"):
         value = _get(config, key)
         _check(0 <= value < 1, key, value, "a number in [0, 1)")
+    _check(
+        0 < config.data.val_fraction < 1,
+        "data.val_fraction",
+        config.data.val_fraction,
+        "a number in (0, 1)",
+    )
+    _check(
+        0 <= config.data.clean.near_hamming <= 128,
+        "data.clean.near_hamming",
+        config.data.clean.near_hamming,
+        "an integer in 0..128",
+    )
     widths = str(config.model.cnn_widths).split(",")
     _check(
         all(w.strip().isdigit() and int(w) > 0 for w in widths),

@@ -79,11 +79,16 @@ def run(config, workdir: str):
             "source": data.source,
             "class_names": list(data.class_names),
             "skipped_rows": dict(data.skipped),
+            "cleaning": data.cleaning,
             "splits": data.summary(),
         }
         with open(os.path.join(workdir, "data_report.json"), "w") as f:
             json.dump(summary, f, indent=2)
         counts = {n: len(s) for n, s in data.splits.items()}
+        if data.cleaning:
+            from ferjax.data.cleaning import summary_line
+
+            print(summary_line(data.cleaning), flush=True)
         print(
             f"data: {data.source} classes={','.join(data.class_names)} sizes={counts}", flush=True
         )

@@ -26,6 +26,7 @@ from ferjax.augment import make_augment
 from ferjax.checkpoint import Checkpoints
 from ferjax.data.dataset import FerData
 from ferjax.data.pipeline import index_batches
+from ferjax.data.preprocess import median3x3
 from ferjax.data.sampling import Sampler, parse_strategy
 from ferjax.errors import CheckpointError, ConfigError, FerjaxError
 from ferjax.metrics import classification_report
@@ -166,6 +167,8 @@ def make_train_step(model, tx, config, norm: tuple[float, float]):
         xi = data["images"][batch["i"]].astype(jnp.float32)
         xj = data["images"][batch["j"]].astype(jnp.float32)
         x = xi + lam[:, None, None] * (xj - xi)
+        if config.data.median_filter:
+            x = median3x3(x)
         ti, tj = data["targets"][batch["i"]], data["targets"][batch["j"]]
         targets = ti + lam[:, None] * (tj - ti)
         x = augment(x, aug_key)
@@ -219,14 +222,17 @@ def make_train_step(model, tx, config, norm: tuple[float, float]):
     return train_step
 
 
-def make_predict(model, norm: tuple[float, float], tta: str):
+def make_predict(model, norm: tuple[float, float], tta: str, median_filter: bool = False):
     """predict(variables, images uint8[N,H,W], idx int32[B]) -> probabilities float32[B, K]."""
     mean, std = norm
     if tta not in ("none", "flip"):
         raise ConfigError(f"eval.tta: unknown {tta!r}, expected none or flip")
 
     def predict(variables, images, idx):
-        x = ((images[idx].astype(jnp.float32) - mean) / std)[..., None]
+        x = images[idx].astype(jnp.float32)
+        if median_filter:
+            x = median3x3(x)
+        x = ((x - mean) / std)[..., None]
         probs = jax.nn.softmax(model.apply(variables, x, train=False))
         if tta == "flip":
             flipped = jax.nn.softmax(model.apply(variables, x[:, :, ::-1], train=False))
@@ -425,7 +431,8 @@ def train_and_evaluate(
         donate_argnums=(0,),
     )
     predict = jax.jit(
-        make_predict(model, norm, config.eval.tta), out_shardings=parallel.replicated(mesh)
+        make_predict(model, norm, config.eval.tta, config.data.median_filter),
+        out_shardings=parallel.replicated(mesh),
     )
     config_dict = json.loads(config.to_json_best_effort())
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ferjax.data.dataset import FerData, Split
@@ -63,7 +65,11 @@ def select_classes(data: FerData, wanted: list[str]) -> FerData:
             targets = part.targets[:, order]
             targets = targets / np.maximum(targets.sum(axis=1, keepdims=True), 1e-12)
         splits[split_name] = Split(
-            images=part.images, labels=old_to_new[part.labels], targets=targets, rows=part.rows
+            images=part.images,
+            labels=old_to_new[part.labels],
+            targets=targets,
+            rows=part.rows,
+            paths=part.paths,
         )
     names = tuple(canonical(data.class_names[i]) for i in order)
-    return FerData(class_names=names, splits=splits, source=data.source, skipped=data.skipped)
+    return dataclasses.replace(data, class_names=names, splits=splits)

@@ -28,12 +28,14 @@ class Split:
     labels: int32[N] class indices (the arg-max of `targets` when soft targets exist).
     targets: float32[N, K] soft label distributions (FER+ votes), or None for hard labels.
     rows: int64[N] 1-based data row (or file index) of each example in its source, for reports.
+    paths: str[N] image file of each example (image folders only), or None.
     """
 
     images: np.ndarray
     labels: np.ndarray
     targets: np.ndarray | None = None
     rows: np.ndarray | None = None
+    paths: np.ndarray | None = None
 
     def __post_init__(self):
         if self.rows is None:
@@ -49,6 +51,7 @@ class Split:
             labels=self.labels[index],
             targets=None if self.targets is None else self.targets[index],
             rows=self.rows[index],
+            paths=None if self.paths is None else self.paths[index],
         )
 
     def class_counts(self, num_classes: int) -> np.ndarray:
@@ -64,6 +67,8 @@ class FerData:
     source: str = ""
     # Rows dropped while reading, counted by reason (e.g. {"wrong pixel count": 3}).
     skipped: Counter = dataclasses.field(default_factory=Counter)
+    # Rows removed or relabelled by cleaning: reason -> {"total", "by_split", "by_class"}.
+    cleaning: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:

@@ -48,7 +48,7 @@ class RowErrors:
         self.examples: dict[str, str] = {}
 
     def add(self, where: str, reason: str, detail: str) -> None:
-        message = f"{self.path}: {where}: {detail}"
+        message = f"{self.path}: {where}: {detail}" if where else detail
         if self.on_error == "raise":
             raise DataFormatError(message)
         self.counts[reason] += 1
@@ -73,13 +73,11 @@ def parse_pixel_strings(strings: list[str]):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fromstring warns on trailing garbage; we check below
         for k, text in enumerate(strings):
+            if text.encode("utf-8", "replace").translate(None, _PIXEL_CHARS):
+                problems[k] = _diagnose_pixels(text)  # characters other than digits/blanks
+                continue
             values = np.fromstring(text, dtype=np.int64, sep=" ")
-            if (
-                values.size != NUM_PIXELS
-                or text.encode("utf-8", "replace").translate(None, _PIXEL_CHARS)
-                or values.min() < 0
-                or values.max() > 255
-            ):
+            if values.size != NUM_PIXELS or values.min() < 0 or values.max() > 255:
                 problems[k] = _diagnose_pixels(text)
             else:
                 out[k] = values
@@ -93,7 +91,7 @@ def _diagnose_pixels(text: str) -> str:
     """A precise message for one bad pixel string (slow path, bad rows only)."""
     tokens = text.split()
     for k, tok in enumerate(tokens, 1):
-        if not tok.isdigit():
+        if not (tok.isascii() and tok.isdigit()):
             return f"pixel value {k} is {tok[:20]!r}, expected an integer in 0..255"
         if int(tok) > 255:
             return f"pixel value {k} is {tok[:20]}, expected an integer in 0..255"
@@ -118,7 +116,7 @@ def read_fer2013_rows(path: str, on_error: str = "raise"):
         raise DataNotFoundError(f"{path}: file not found. {WHERE_TO_GET}")
     errors = RowErrors(path, on_error)
     csv.field_size_limit(1 << 24)
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
@@ -132,34 +130,49 @@ def read_fer2013_rows(path: str, on_error: str = "raise"):
             )
         col = {name: header.index(name) for name in REQUIRED_COLUMNS}
         labels, usage, pixels, rows, lines = [], [], [], [], []
+        # Problems are reported in row order once the pixels are parsed too, so that `raise`
+        # always names the first bad row of the file.
+        pending: list[tuple[int, str, str, str]] = []
         row = 0
         for row, fields in enumerate(reader, 1):
             where = _where(row, reader.line_num)
             if len(fields) != len(header):
                 if not fields or fields == [""]:
-                    errors.add(where, "empty row", "empty row")
+                    pending.append((row, where, "empty row", "empty row"))
                 else:
-                    errors.add(
-                        where,
-                        "wrong number of fields",
-                        f"expected {len(header)} fields ({','.join(header)}), got {len(fields)}",
+                    pending.append(
+                        (
+                            row,
+                            where,
+                            "wrong number of fields",
+                            f"expected {len(header)} fields ({','.join(header)}), "
+                            f"got {len(fields)}",
+                        )
                     )
                 continue
             emotion = fields[col["emotion"]].strip()
-            if not emotion.isdigit() or int(emotion) >= len(FER2013_CLASSES):
-                errors.add(
-                    where,
-                    "label out of range",
-                    f"emotion is {emotion[:20]!r}, expected an integer in 0..6",
+            if not (emotion.isascii() and emotion.isdigit()) or int(emotion) >= len(
+                FER2013_CLASSES
+            ):
+                pending.append(
+                    (
+                        row,
+                        where,
+                        "label out of range",
+                        f"emotion is {emotion[:20]!r}, expected an integer in 0..6",
+                    )
                 )
                 continue
             split = USAGE_TO_SPLIT.get(fields[col["Usage"]].strip())
             if split is None:
-                errors.add(
-                    where,
-                    "unknown Usage",
-                    f"Usage is {fields[col['Usage']][:30]!r}, expected Training, PublicTest "
-                    "or PrivateTest",
+                pending.append(
+                    (
+                        row,
+                        where,
+                        "unknown Usage",
+                        f"Usage is {fields[col['Usage']][:30]!r}, expected Training, "
+                        "PublicTest or PrivateTest",
+                    )
                 )
                 continue
             labels.append(int(emotion))
@@ -172,11 +185,12 @@ def read_fer2013_rows(path: str, on_error: str = "raise"):
 
     values, problems = parse_pixel_strings(pixels)
     keep = np.ones(len(pixels), bool)
-    for k in sorted(problems):
-        detail = problems[k]
+    for k, detail in problems.items():
         reason = "wrong pixel count" if detail.startswith("expected") else "bad pixel value"
-        errors.add(_where(rows[k], lines[k]), reason, detail)
+        pending.append((rows[k], _where(rows[k], lines[k]), reason, detail))
         keep[k] = False
+    for _, where, reason, detail in sorted(pending):
+        errors.add(where, reason, detail)
     images = values[keep].reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     labels = np.asarray(labels, np.int32)[keep]
     usage = [u for u, k in zip(usage, keep, strict=True) if k]
