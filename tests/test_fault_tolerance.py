@@ -24,11 +24,19 @@ ARGS = ["--config.train.num_epochs=4", "--config.train.checkpoint_every_steps=2"
 
 
 def cli(workdir, *extra, wait=True):
-    cmd = [sys.executable, "-m", "ferjax.main", f"--config={TINY}", f"--workdir={workdir}", *ARGS,
-           *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ferjax.main",
+        f"--config={TINY}",
+        f"--workdir={workdir}",
+        *ARGS,
+        *extra,
+    ]
     if not wait:
-        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        return subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
@@ -91,7 +99,8 @@ def test_sigterm_checkpoints_and_exits(tmp_path, straight):
 
 def test_corrupt_latest_checkpoint_falls_back(tmp_path):
     workdir = str(tmp_path)
-    assert run(tiny_config(train__checkpoint_every_steps=2, train__halt_after_steps=6), workdir) is None
+    halted = tiny_config(train__checkpoint_every_steps=2, train__halt_after_steps=6)
+    assert run(halted, workdir) is None
     latest = os.path.join(workdir, "checkpoints", "latest")
     assert sorted(int(d) for d in os.listdir(latest) if d.isdigit()) == [4, 6]
     truncated = 0
@@ -145,17 +154,23 @@ def test_changed_config_is_refused_on_resume(tmp_path):
     with pytest.raises(CheckpointError) as e:
         run(tiny_config(optim__learning_rate=0.01), str(tmp_path))
     assert "optim.learning_rate (0.05 -> 0.01)" in str(e.value)
-    assert run(tiny_config(optim__learning_rate=0.01, train__allow_config_change=True),
-               str(tmp_path)) is not None
+    assert (
+        run(tiny_config(optim__learning_rate=0.01, train__allow_config_change=True), str(tmp_path))
+        is not None
+    )
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        (dict(optim__learning_rate=-0.1),
-         "config.optim.learning_rate: got -0.1, expected a positive number"),
-        (dict(train__batch_size=30),
-         "config.train.batch_size: got 30, expected a multiple of the device count (8)"),
+        (
+            dict(optim__learning_rate=-0.1),
+            "config.optim.learning_rate: got -0.1, expected a positive number",
+        ),
+        (
+            dict(train__batch_size=30),
+            "config.train.batch_size: got 30, expected a multiple of the device count (8)",
+        ),
         (dict(model__name="vgg99"), "config.model.name: got 'vgg99', expected one of "),
         (dict(sampling__method="smite"), "config.sampling.method: got 'smite', expected one of"),
     ],
@@ -185,8 +200,10 @@ def test_foreign_workdir_refused(tmp_path):
     "extra, line",
     [
         (["--config.train.bogus=1"], "error: --config.train.bogus: unknown config key"),
-        (["--config.optim.learning_rate=-1"],
-         "error: config.optim.learning_rate: got -1.0, expected a positive number"),
+        (
+            ["--config.optim.learning_rate=-1"],
+            "error: config.optim.learning_rate: got -1.0, expected a positive number",
+        ),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, extra, line):
