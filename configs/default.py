@@ -76,6 +76,11 @@ def get_config() -> ml_collections.ConfigDict:
     # `[split:]row,class` to relabel it (row = 1-based source row; # comments). Empty = off.
     clean.label_noise_file = ""
 
+    # Where the training images live: device (on the accelerator, the host sends only index
+    # records) | stream (tf.data gathers uint8 batches on the host, for datasets larger than
+    # device memory) | auto (device unless the images exceed half the device memory).
+    data.placement = "auto"
+
     # ---------------------------------------------------------------- model
     config.model = model = ml_collections.ConfigDict()
     # cnn (VGG-style) | resnet18 | resnet34.
@@ -159,14 +164,21 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---------------------------------------------------------------- augmentation
     config.augment = augment = ml_collections.ConfigDict()
-    # Chain of on-device ops applied per training example, "|"-separated, each with optional
-    # k=v arguments (see ferjax/augment.py for the list): flip = horizontal mirror;
-    # shift(pad=4) = pad 4 pixels (edge values) and crop back at a random offset.
+    # Chain of on-device ops, "|"-separated, each with optional k=v arguments, applied inside
+    # the jitted train step (ferjax/augment.py documents each op and its arguments):
+    #   per example: flip(p) | shift(pad) | crop(min_scale, max_ratio) (random resized crop) |
+    #     rotate(degrees) | brightness(delta) | contrast(lower, upper) | gamma(lower, upper) |
+    #     noise(std) | blur(sigma, p) | erase(p, min_area, max_area) (random erasing);
+    #   per batch, soft targets: mixup(alpha) | cutmix(alpha, p).
+    # Example: "flip|shift(pad=4)|rotate(degrees=10)|erase(p=0.5)". Empty = no augmentation.
     augment.ops = "flip|shift(pad=4)"
 
     # ---------------------------------------------------------------- evaluation
     config.eval = eval_ = ml_collections.ConfigDict()
-    # Test-time augmentation: none | flip.
+    # Test-time augmentation, softmax averaged over the views: none | flip (image and mirror) |
+    # ten_crop (4 corner crops + centre crop of tta_crop x the size, resized back, and their
+    # mirrors). report.json records which one produced the numbers.
     eval_.tta = "none"
+    eval_.tta_crop = 0.9
 
     return config

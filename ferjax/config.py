@@ -17,7 +17,8 @@ CHOICES = {
     "train.dtype": ("float32", "bfloat16", "float16"),
     "train.best_metric": ("accuracy", "balanced_accuracy", "macro_f1", "loss"),
     "sampling.method": ("none", "random", "smote", "adasyn", "class_weight"),
-    "eval.tta": ("none", "flip"),
+    "eval.tta": ("none", "flip", "ten_crop"),
+    "data.placement": ("auto", "device", "stream"),
     "train.on_nan": ("stop", "rollback"),
 }
 

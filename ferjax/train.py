@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from ferjax import parallel
-from ferjax.augment import make_augment
+from ferjax.augment import make_augment, tta_views
 from ferjax.checkpoint import Checkpoints
 from ferjax.data.dataset import FerData
 from ferjax.data.pipeline import index_batches
@@ -148,6 +148,20 @@ def create_train_state(model, tx, seed: int, image_shape, mesh) -> TrainState:
     return jax.jit(init, out_shardings=parallel.replicated(mesh))()
 
 
+def gather_examples(data, batch):
+    """The two examples of each index record: float32 images [B, H, W] and targets [B, K].
+
+    Device placement: `data` holds the dataset and `batch` indices i, j. Streaming placement:
+    `data` is empty and the host already gathered uint8 images xi, xj and targets ti, tj.
+    """
+    if "xi" in batch:
+        xi, xj, ti, tj = batch["xi"], batch["xj"], batch["ti"], batch["tj"]
+    else:
+        xi, xj = data["images"][batch["i"]], data["images"][batch["j"]]
+        ti, tj = data["targets"][batch["i"]], data["targets"][batch["j"]]
+    return xi.astype(jnp.float32), xj.astype(jnp.float32), ti, tj
+
+
 def make_train_step(model, tx, config, norm: tuple[float, float]):
     """train_step(state, data, batch) -> (state, metric sums).
 
@@ -164,14 +178,12 @@ def make_train_step(model, tx, config, norm: tuple[float, float]):
         key = jax.random.fold_in(base_key, state.step)
         aug_key, drop_key = jax.random.split(key)
         lam = batch["lam"]
-        xi = data["images"][batch["i"]].astype(jnp.float32)
-        xj = data["images"][batch["j"]].astype(jnp.float32)
+        xi, xj, ti, tj = gather_examples(data, batch)
         x = xi + lam[:, None, None] * (xj - xi)
         if config.data.median_filter:
             x = median3x3(x)
-        ti, tj = data["targets"][batch["i"]], data["targets"][batch["j"]]
         targets = ti + lam[:, None] * (tj - ti)
-        x = augment(x, aug_key)
+        x, targets = augment(x, targets, aug_key)
         x = ((x - mean) / std)[..., None]
         k = targets.shape[-1]
         smoothed = targets * (1.0 - smoothing) + smoothing / k
@@ -222,22 +234,25 @@ def make_train_step(model, tx, config, norm: tuple[float, float]):
     return train_step
 
 
-def make_predict(model, norm: tuple[float, float], tta: str, median_filter: bool = False):
-    """predict(variables, images uint8[N,H,W], idx int32[B]) -> probabilities float32[B, K]."""
+def make_predict(
+    model, norm: tuple[float, float], tta: str, median_filter: bool = False, crop: float = 0.9
+):
+    """predict(variables, images uint8[N,H,W], idx int32[B]) -> probabilities float32[B, K].
+
+    With test-time augmentation the softmax outputs of the views are averaged.
+    """
     mean, std = norm
-    if tta not in ("none", "flip"):
-        raise ConfigError(f"eval.tta: unknown {tta!r}, expected none or flip")
+    tta_views(jnp.zeros((1, 4, 4)), tta, crop)  # rejects an unknown mode now
 
     def predict(variables, images, idx):
         x = images[idx].astype(jnp.float32)
         if median_filter:
             x = median3x3(x)
-        x = ((x - mean) / std)[..., None]
+        views = tta_views(x, tta, crop)
+        v, b, h, w = views.shape
+        x = ((views.reshape(v * b, h, w) - mean) / std)[..., None]
         probs = jax.nn.softmax(model.apply(variables, x, train=False))
-        if tta == "flip":
-            flipped = jax.nn.softmax(model.apply(variables, x[:, :, ::-1], train=False))
-            probs = (probs + flipped) / 2.0
-        return probs
+        return probs.reshape(v, b, -1).mean(axis=0)
 
     return predict
 
@@ -380,6 +395,19 @@ class StopSignal:
         return False
 
 
+def choose_placement(setting: str, image_bytes: int, fraction: float = 0.5) -> str:
+    """device (the dataset lives on the accelerator; the host sends index records) or stream
+    (tf.data gathers uint8 image batches on the host). auto picks device unless the images
+    would take more than `fraction` of the first device's memory."""
+    if setting != "auto":
+        return setting
+    stats = jax.local_devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    if limit and image_bytes > fraction * limit:
+        return "stream"
+    return "device"
+
+
 def _accumulate(sums, m):
     if sums is None:
         return m
@@ -421,9 +449,15 @@ def train_and_evaluate(
     model = create_model(config, k)
     tx, schedule = make_optimizer(config, steps_per_epoch)
     state = create_train_state(model, tx, config.train.seed, data.image_shape, mesh)
-    on_device = parallel.replicate(
-        {"images": train.images, "targets": _one_hot_targets(train, k)}, mesh
-    )
+    train_targets = _one_hot_targets(train, k)
+    placement = choose_placement(config.data.placement, train.images.nbytes)
+    if placement == "device":
+        on_device = parallel.replicate({"images": train.images, "targets": train_targets}, mesh)
+        host_arrays = None
+    else:
+        on_device, host_arrays = {}, {"images": train.images, "targets": train_targets}
+    if is_main:
+        print(f"placement: {placement} ({train.images.nbytes / 2**20:.1f} MiB of images)")
     val_images = parallel.replicate(val.images, mesh)
     train_step = jax.jit(
         make_train_step(model, tx, config, norm),
@@ -431,7 +465,7 @@ def train_and_evaluate(
         donate_argnums=(0,),
     )
     predict = jax.jit(
-        make_predict(model, norm, config.eval.tta, config.data.median_filter),
+        make_predict(model, norm, config.eval.tta, config.data.median_filter, config.eval.tta_crop),
         out_shardings=parallel.replicated(mesh),
     )
     config_dict = json.loads(config.to_json_best_effort())
@@ -487,6 +521,7 @@ def train_and_evaluate(
                 jax.process_index(),
                 jax.process_count(),
                 start_step=step - epoch * steps_per_epoch,
+                host_arrays=host_arrays,
             )
             t_epoch = time.time()
             rolled_back = False

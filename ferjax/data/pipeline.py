@@ -31,11 +31,15 @@ def index_batches(
     process_index: int = 0,
     process_count: int = 1,
     start_step: int = 0,
+    host_arrays: dict[str, np.ndarray] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yields this process's slice of each global batch of `records`, from `start_step` on.
 
     The remainder that does not fill a global batch is dropped (every process takes the same
-    number of steps). Batches are prefetched in the background.
+    number of steps). Batches are prefetched in the background. With `host_arrays` (streaming
+    placement: {"images": uint8[N,H,W], "targets": float32[N,K]} kept in host memory), each
+    batch also carries the gathered uint8 images xi, xj and targets ti, tj (one batched gather
+    per step, so the host stays far ahead of the device).
     """
     import tensorflow as tf
 
@@ -45,5 +49,19 @@ def index_batches(
     trimmed = {k: v[: steps * global_batch] for k, v in records.items()}
     ds = tf.data.Dataset.from_tensor_slices(trimmed).batch(global_batch, drop_remainder=True)
     ds = ds.skip(start_step).map(lambda b: {k: v[lo:hi] for k, v in b.items()})
+    if host_arrays is not None:
+        images = tf.constant(host_arrays["images"])
+        targets = tf.constant(host_arrays["targets"])
+
+        def gather(b):
+            return {
+                **b,
+                "xi": tf.gather(images, b["i"]),
+                "xj": tf.gather(images, b["j"]),
+                "ti": tf.gather(targets, b["i"]),
+                "tj": tf.gather(targets, b["j"]),
+            }
+
+        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.as_numpy_iterator()

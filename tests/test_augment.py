@@ -1,0 +1,147 @@
+"""Semantics of each augmentation op on constructed images, TTA, and determinism."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from ferjax import augment as A
+from ferjax.errors import ConfigError
+
+KEY = jax.random.PRNGKey(0)
+
+
+def ramp(h=48, w=48):
+    return jnp.asarray(np.arange(h * w, dtype=np.float32).reshape(h, w) % 251)
+
+
+def test_flip_mirrors_exactly():
+    x = ramp()
+    assert np.array_equal(A.flip(x, KEY, p=1.0), x[:, ::-1])
+    assert np.array_equal(A.flip(x, KEY, p=0.0), x)
+
+
+def test_shift_moves_content_by_the_sampled_offset():
+    x = jnp.zeros((48, 48)).at[20, 30].set(255.0)
+    for seed in range(5):
+        key = jax.random.PRNGKey(seed)
+        offset = np.asarray(jax.random.randint(key, (2,), 0, 9))  # what shift samples
+        out = np.asarray(A.shift(x, key, pad=4))
+        assert np.argwhere(out == 255.0).tolist() == [[20 + 4 - offset[0], 30 + 4 - offset[1]]]
+
+
+def test_rotate_90_equals_rot90_up_to_interpolation():
+    x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (48, 48)).astype(np.float32))
+    np.testing.assert_allclose(A.rotate_by(x, 90.0), np.rot90(np.asarray(x), k=1), atol=1e-3)
+    np.testing.assert_allclose(A.rotate_by(x, -90.0), np.rot90(np.asarray(x), k=-1), atol=1e-3)
+    np.testing.assert_allclose(A.rotate_by(x, 0.0), x, atol=1e-4)
+    # rotate() draws its angle from U(-degrees, degrees) with its key.
+    angle = jax.random.uniform(KEY, (), minval=-10.0, maxval=10.0)
+    np.testing.assert_array_equal(A.rotate(x, KEY, degrees=10.0), A.rotate_by(x, angle))
+
+
+def test_erase_zeroes_one_box():
+    x = jnp.full((48, 48), 100.0)
+    out = np.asarray(A.random_erase(x, KEY, p=1.0, min_area=0.1, max_area=0.1))
+    zero = np.argwhere(out == 0.0)
+    (r0, c0), (r1, c1) = zero.min(0), zero.max(0)
+    assert (out[r0 : r1 + 1, c0 : c1 + 1] == 0).all()  # a filled rectangle
+    assert abs(len(zero) - 0.1 * 48 * 48) < 0.05 * 48 * 48
+    assert (out[out != 0] == 100.0).all()
+    assert np.array_equal(A.random_erase(x, KEY, p=0.0), x)
+
+
+def test_photometric_ops():
+    x = ramp()
+    key = jax.random.PRNGKey(3)
+    delta = float(jax.random.uniform(key, (), minval=-25.0, maxval=25.0))
+    np.testing.assert_allclose(A.brightness(x, key), x + delta, rtol=1e-6)
+    c = np.asarray(A.contrast(x, key))
+    assert c.mean() == pytest.approx(float(x.mean()), rel=1e-4)
+    np.testing.assert_allclose(A.gamma(x, key, lower=1.0, upper=1.0), x, rtol=1e-5)
+    assert A.gaussian_noise(x, key).std() != x.std()
+    rough = np.random.default_rng(0).uniform(0, 255, (48, 48)).astype(np.float32)
+    blurred = np.asarray(A.gaussian_blur(jnp.asarray(rough), key, sigma=1.0, min_sigma=1.0, p=1.0))
+    assert np.abs(np.diff(blurred, axis=1)).mean() < 0.8 * np.abs(np.diff(rough, axis=1)).mean()
+    assert blurred.mean() == pytest.approx(rough.mean(), rel=0.01)
+
+
+def test_crop_full_scale_is_identity():
+    x = ramp()
+    out = A.random_resized_crop(x, KEY, min_scale=1.0, max_ratio=1.0)
+    np.testing.assert_allclose(out, x, atol=1e-3)
+
+
+def test_mixup_and_cutmix_targets_sum_to_one():
+    images = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (16, 48, 48)), jnp.float32)
+    targets = jax.nn.one_hot(jnp.arange(16) % 3, 3)
+    for op in (A.mixup, A.cutmix):
+        out, t = op(images, targets, KEY)
+        assert out.shape == images.shape and t.shape == targets.shape
+        np.testing.assert_allclose(t.sum(-1), 1.0, atol=1e-6)
+        assert not np.array_equal(t, targets)
+
+
+def test_chain_is_deterministic_and_preserves_shape():
+    aug = jax.jit(A.make_augment("flip|shift(pad=4)|rotate(degrees=10)|erase(p=0.5)|mixup"))
+    x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (8, 48, 48)), jnp.float32)
+    t = jax.nn.one_hot(jnp.arange(8) % 7, 7)
+    a1, t1 = aug(x, t, KEY)
+    a2, t2 = aug(x, t, KEY)
+    a3, _ = aug(x, t, jax.random.PRNGKey(1))
+    assert a1.shape == x.shape and a1.dtype == jnp.float32 and t1.shape == t.shape
+    assert np.array_equal(a1, a2) and np.array_equal(t1, t2)
+    assert not np.array_equal(a1, a3)
+
+
+def test_bad_specs_are_one_line_errors():
+    with pytest.raises(ConfigError, match=r"^augment.ops: unknown op 'flap'; known ops: "):
+        A.parse_ops("flip|flap")
+    with pytest.raises(
+        ConfigError, match=r"^augment.ops: shift has no argument 'pd' \(it takes pad\)"
+    ):
+        A.parse_ops("shift(pd=3)")
+    assert A.parse_ops("flip|shift(pad=2)") == [("flip", {}), ("shift", {"pad": 2.0})]
+
+
+def test_tta_views():
+    x = ramp()[None]
+    assert A.tta_views(x, "none").shape == (1, 1, 48, 48)
+    flip = A.tta_views(x, "flip")
+    assert np.array_equal(flip[1], x[:, :, ::-1])
+    ten = A.tta_views(x, "ten_crop")
+    assert ten.shape == (10, 1, 48, 48)
+    np.testing.assert_allclose(ten[5:], ten[:5][:, :, :, ::-1])
+
+
+def test_tta_of_flip_invariant_model_equals_no_tta():
+    """A model that sees only horizontally symmetric features gives the same output with flip
+    TTA as without."""
+    from ferjax.train import make_predict
+
+    class Symmetric:
+        def apply(self, variables, x, train=False):
+            sym = x + x[:, :, ::-1]
+            return jnp.stack([sym.mean((1, 2, 3)), (sym**2).mean((1, 2, 3))], -1)
+
+    images = jnp.asarray(np.random.default_rng(1).integers(0, 255, (6, 48, 48)), jnp.uint8)
+    idx = jnp.arange(6)
+    plain = make_predict(Symmetric(), (100.0, 50.0), "none")({}, images, idx)
+    flipped = make_predict(Symmetric(), (100.0, 50.0), "flip")({}, images, idx)
+    np.testing.assert_allclose(plain, flipped, rtol=1e-6)
+
+
+def test_augmentation_only_in_training():
+    """Training applies the ops (the step's inputs change with them); evaluation does not
+    (predictions do not depend on augment.ops)."""
+    from ferjax.models import create_model
+    from ferjax.train import make_predict
+
+    config = tiny_config()
+    model = create_model(config, 7)
+    images = jnp.asarray(np.random.default_rng(2).integers(0, 255, (4, 48, 48)), jnp.uint8)
+    variables = model.init(KEY, jnp.zeros((1, 48, 48, 1)))
+    out = make_predict(model, (0.0, 1.0), "none")(variables, images, jnp.arange(4))
+    x = images.astype(jnp.float32)[..., None]
+    np.testing.assert_allclose(out, jax.nn.softmax(model.apply(variables, x)), rtol=1e-5)
