@@ -20,6 +20,38 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, plots and
 config_flags.DEFINE_config_file(
     "config", None, "Training config file (a Python file with get_config()).", lock_config=True
 )
+flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for multi-process runs (optional)."
+)
+flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
+flags.DEFINE_integer("process_id", None, "Index of this process in a multi-process run.")
+
+
+def init_distributed(coordinator_address=None, num_processes=None, process_id=None) -> str:
+    """Starts JAX's distributed runtime when this is one process of several.
+
+    Explicit flags win; then JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID; then
+    JAX's own cluster detection (SLURM with more than one task, Cloud TPU pods, Open MPI,
+    Kubernetes). Returns how it was started ("" when single-process).
+    """
+    import jax
+
+    env = os.environ
+    coordinator_address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS")
+    if num_processes is None and env.get("JAX_NUM_PROCESSES"):
+        num_processes = int(env["JAX_NUM_PROCESSES"])
+    if process_id is None and env.get("JAX_PROCESS_ID"):
+        process_id = int(env["JAX_PROCESS_ID"])
+    if coordinator_address and num_processes and num_processes > 1:
+        jax.distributed.initialize(coordinator_address, num_processes, process_id)
+        return "explicit"
+    slurm = int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in env
+    tpu_pod = "TPU_WORKER_HOSTNAMES" in env and "," in env["TPU_WORKER_HOSTNAMES"]
+    mpi = int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+    if slurm or tpu_pod or mpi:
+        jax.distributed.initialize()
+        return "auto"
+    return ""
 
 
 def _unknown_override(argv: list[str]) -> str | None:
@@ -70,6 +102,8 @@ def run(config, workdir: str):
     from ferjax.train import train_and_evaluate
 
     hide_gpus_from_tensorflow()
+    if jax.process_count() > 1 and jax.process_index() != 0:
+        logging.set_verbosity(logging.ERROR)
     validate(config, jax.device_count())
     check_workdir(workdir)
     data = load_data(config)
@@ -102,6 +136,7 @@ def main(argv):
     from ferjax.train import Preempted
 
     logging.set_verbosity(logging.WARNING)
+    init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     try:
         config = FLAGS.config
         config.keys()  # a config file that failed to load raises here

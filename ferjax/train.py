@@ -380,12 +380,17 @@ class StopSignal:
     def _handle(self, signum, frame):
         self.signum = signum
 
-    def requested(self, step: int) -> bool:
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
+    def requested(self, sync: bool) -> bool:
+        """Whether to stop now. With several processes, all of them must agree on the same
+        step, so the flag is only exchanged (an all-gather) when `sync` is true."""
+        if jax.process_count() == 1:
+            return self.signum is not None
+        if not sync:
+            return False
+        from jax.experimental import multihost_utils
 
-            return multihost_utils.reached_preemption_sync_point(step) or self.signum is not None
-        return self.signum is not None
+        flags = multihost_utils.process_allgather(np.int32(self.signum is not None))
+        return bool(np.any(flags))
 
     def __exit__(self, *exc):
         import signal
@@ -406,6 +411,12 @@ def choose_placement(setting: str, image_bytes: int, fraction: float = 0.5) -> s
     if limit and image_bytes > fraction * limit:
         return "stream"
     return "device"
+
+
+def say(message: str) -> None:
+    """Prints on process 0 only (one line per event, not one per host)."""
+    if jax.process_index() == 0:
+        print(message, flush=True)
 
 
 def _accumulate(sums, m):
@@ -456,8 +467,7 @@ def train_and_evaluate(
         host_arrays = None
     else:
         on_device, host_arrays = {}, {"images": train.images, "targets": train_targets}
-    if is_main:
-        print(f"placement: {placement} ({train.images.nbytes / 2**20:.1f} MiB of images)")
+    say(f"placement: {placement} ({train.images.nbytes / 2**20:.1f} MiB of images)")
     val_images = parallel.replicate(val.images, mesh)
     train_step = jax.jit(
         make_train_step(model, tx, config, norm),
@@ -475,7 +485,7 @@ def train_and_evaluate(
     if restored is not None:
         check_config_unchanged(meta.get("config"), config, workdir)
         state = restored
-        print(f"resumed from step {int(state.step)} of {total_steps}", flush=True)
+        say(f"resumed from step {int(state.step)} of {total_steps}")
     meta = meta or {"best_value": None, "best_step": None}
     if is_main:
         info = {
@@ -505,7 +515,7 @@ def train_and_evaluate(
         ckpts.wait()
         ckpts.close()
         log.close()
-        print(message, flush=True)
+        say(message)
 
     step = int(state.step)
     sums, t_log, t_ckpt = None, time.time(), time.time()
@@ -535,7 +545,8 @@ def train_and_evaluate(
                 save_now = (every and step % every == 0) or (
                     minutes and jax.process_count() == 1 and time.time() - t_ckpt > 60 * minutes
                 )
-                stopping = stop.requested(step) or (halt and step >= halt)
+                sync_point = step % config.train.log_every_steps == 0 or end_of_epoch
+                stopping = stop.requested(sync_point) or (halt and step >= halt)
                 if step % config.train.log_every_steps == 0 or end_of_epoch or save_now or stopping:
                     s = jax.device_get(sums)
                     bad = min(int(s["bad_loss_step"]), int(s["bad_grad_step"]))
@@ -550,10 +561,9 @@ def train_and_evaluate(
                                 lr_scale=state.lr_scale * config.train.nan_lr_factor
                             )
                             step, sums = int(state.step), None
-                            print(
+                            say(
                                 f"warning: non-finite {what} at step {bad}; rolled back to step "
-                                f"{step} with learning-rate scale {float(state.lr_scale):g}",
-                                flush=True,
+                                f"{step} with learning-rate scale {float(state.lr_scale):g}"
                             )
                             rolled_back = True
                             break
@@ -598,14 +608,13 @@ def train_and_evaluate(
                 ckpts.save_latest(step, state, meta_at(step))
                 t_ckpt = time.time()
                 recalls = " ".join(f"{n}={m['recall']:.2f}" for n, m in report["per_class"].items())
-                print(
+                say(
                     f"epoch {epoch + 1}/{config.train.num_epochs} step {step}: "
                     f"val accuracy {report['accuracy']:.4f} "
                     f"balanced {report['balanced_accuracy']:.4f} loss {report['loss']:.4f} | "
-                    f"recall {recalls} | {time.time() - t_epoch:.1f}s",
-                    flush=True,
+                    f"recall {recalls} | {time.time() - t_epoch:.1f}s"
                 )
-            if stop.signum is not None or (jax.process_count() > 1 and stop.requested(step)):
+            if stop.requested(sync=True):
                 finish(f"stopped by signal at step {step}; checkpoint saved, re-run to resume")
                 raise Preempted(f"stopped by signal at step {step}; re-run to resume")
             if halt and step >= halt:

@@ -17,12 +17,15 @@ from ferjax.main import run
 
 
 def latest_params(workdir):
-    """Reads the newest checkpoint with plain Orbax (no ferjax code), as a nested dict."""
-    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints", "latest"))
-    step = manager.latest_step()
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    manager.close()
-    return step, restored["state"]
+    """The newest checkpoint's train state, read with plain Orbax (no ferjax code) as NumPy
+    arrays, whatever device topology wrote it."""
+    root = os.path.join(workdir, "checkpoints", "latest")
+    step = max(int(d) for d in os.listdir(root) if d.isdigit())
+    path = os.path.join(root, str(step), "state")
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(path).item_metadata.tree
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return step, checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
 
 
 def train_losses(workdir):
