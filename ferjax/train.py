@@ -172,6 +172,8 @@ def make_train_step(model, tx, config, norm: tuple[float, float]):
     base_key = jax.random.PRNGKey(config.train.seed)
     smoothing = config.train.label_smoothing
     nan_step = config.train.debug_nan_step
+    # float16 activations need the loss scaled up so that small gradients do not flush to zero.
+    loss_scale = config.train.loss_scale or (1024.0 if config.train.dtype == "float16" else 1.0)
     mean, std = norm
 
     def train_step(state: TrainState, data, batch):
@@ -201,9 +203,11 @@ def make_train_step(model, tx, config, norm: tuple[float, float]):
             if nan_step:  # test hook: a divergence at one step that a lower learning rate avoids
                 poison = (state.step + 1 == nan_step) & (state.lr_scale == 1.0)
                 loss = jnp.where(poison, jnp.nan, loss)
-            return loss, (loss, logits, per_example, updates["batch_stats"])
+            return loss * loss_scale, (loss, logits, per_example, updates["batch_stats"])
 
         grads, aux = jax.grad(loss_fn, has_aux=True)(state.params)
+        if loss_scale != 1.0:
+            grads = jax.tree.map(lambda g: g / loss_scale, grads)
         loss, logits, per_example, batch_stats = aux
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         updates = jax.tree.map(lambda u: u * state.lr_scale, updates)
@@ -330,6 +334,7 @@ RUNTIME_KEYS = (
     "train.checkpoint_every_steps",
     "train.checkpoint_every_minutes",
     "data.cache_dir",
+    "train.peak_flops_per_device",
 )
 
 
@@ -349,9 +354,9 @@ def check_config_unchanged(saved: dict | None, config: ml_collections.ConfigDict
         return
     now = _flatten(json.loads(config.to_json_best_effort()))
     before = _flatten(saved)
-    differ = sorted(
-        k for k in set(now) | set(before) if k not in RUNTIME_KEYS and now.get(k) != before.get(k)
-    )
+    # Keys the checkpointed run did not have (added by a newer ferjax) are not differences.
+    differ = sorted(k for k in before if k not in RUNTIME_KEYS and k in now and now[k] != before[k])
+    differ += sorted(k for k in before if k not in now and k not in RUNTIME_KEYS)
     if differ:
         shown = ", ".join(f"{k} ({before.get(k)!r} -> {now.get(k)!r})" for k in differ[:5])
         raise CheckpointError(
@@ -517,7 +522,44 @@ def train_and_evaluate(
         log.close()
         say(message)
 
+    flops_per_step = None
+
+    def throughput(steps: float, seconds: float) -> dict:
+        """steps/s, images/s (total and per device) and, with train.peak_flops_per_device,
+        model FLOPs utilisation from XLA's cost analysis of the compiled step."""
+        out = {
+            "steps_per_second": steps / seconds,
+            "images_per_second": steps * global_batch / seconds,
+            "images_per_second_per_device": steps * global_batch / seconds / mesh.size,
+        }
+        if flops_per_step and config.train.peak_flops_per_device > 0:
+            peak = config.train.peak_flops_per_device * mesh.size
+            out["mfu"] = flops_per_step * steps / seconds / peak
+        return out
+
     step = int(state.step)
+    if config.train.peak_flops_per_device > 0 and step < total_steps:
+        probe = sampler.epoch_records(0)
+        probe = {k: v[:global_batch] for k, v in probe.items()}
+        probe_batch = {
+            k: v.reshape(jax.process_count(), -1, *v.shape[1:])[jax.process_index()]
+            for k, v in probe.items()
+        }
+        local = probe_batch
+        if host_arrays is not None:
+            local = {
+                **probe_batch,
+                "xi": host_arrays["images"][probe_batch["i"]],
+                "xj": host_arrays["images"][probe_batch["j"]],
+                "ti": host_arrays["targets"][probe_batch["i"]],
+                "tj": host_arrays["targets"][probe_batch["j"]],
+            }
+        cost = train_step.lower(
+            state, on_device, parallel.global_batch(local, mesh)
+        ).cost_analysis()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        flops_per_step = float((cost or {}).get("flops", 0.0)) or None
+        say(f"model FLOPs per step (XLA cost analysis): {flops_per_step or 0:.3g}")
     sums, t_log, t_ckpt = None, time.time(), time.time()
     halt = config.train.halt_after_steps
     rollbacks = 0
@@ -576,16 +618,13 @@ def train_and_evaluate(
                         )
                     elapsed = max(time.time() - t_log, 1e-9)
                     if s["count"] > 0:
-                        log.write(
-                            step,
-                            "train",
-                            {
-                                "loss": s["loss_sum"] / s["count"],
-                                "accuracy": s["correct"] / s["count"],
-                                "learning_rate": schedule(step - 1) * float(state.lr_scale),
-                                "images_per_second": s["count"] / elapsed,
-                            },
-                        )
+                        scalars = {
+                            "loss": s["loss_sum"] / s["count"],
+                            "accuracy": s["correct"] / s["count"],
+                            "learning_rate": schedule(step - 1) * float(state.lr_scale),
+                        }
+                        scalars.update(throughput(s["count"] / global_batch, elapsed))
+                        log.write(step, "train", scalars)
                     sums, t_log = None, time.time()
                 if (save_now or stopping) and not end_of_epoch:
                     ckpts.save_latest(step, state, meta_at(step))

@@ -155,3 +155,23 @@ def test_learns_procedural_faces(tmp_path):
     assert majority < 0.3
     assert report["accuracy"] > 0.6, report["accuracy"]
     assert report["balanced_accuracy"] > 0.45, report["balanced_accuracy"]
+
+
+def test_streaming_placement_equals_device_placement(tmp_path):
+    """tf.data gathering uint8 batches on the host gives exactly the device-gather losses."""
+    run(tiny_config(train__num_epochs=1, data__placement="device"), str(tmp_path / "device"))
+    run(tiny_config(train__num_epochs=1, data__placement="stream"), str(tmp_path / "stream"))
+    a, b = train_losses(str(tmp_path / "device")), train_losses(str(tmp_path / "stream"))
+    assert len(a) == 8 and a == b
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_trains(tmp_path, dtype):
+    """Low-precision activations with float32 parameters: finite losses close to float32's."""
+    run(tiny_config(train__num_epochs=1), str(tmp_path / "f32"))
+    run(tiny_config(train__num_epochs=1, train__dtype=dtype), str(tmp_path / dtype))
+    a, b = train_losses(str(tmp_path / "f32")), train_losses(str(tmp_path / dtype))
+    assert len(b) == 8 and all(np.isfinite(v) for v in b.values())
+    assert abs(a[1] - b[1]) < 0.05 * a[1]
+    _, state = latest_params(str(tmp_path / dtype))
+    assert all(x.dtype == np.float32 for x in jax.tree.leaves(state["params"]))
