@@ -15,6 +15,7 @@ CHOICES = {
     "train.dtype": ("float32", "bfloat16", "float16"),
     "train.best_metric": ("accuracy", "balanced_accuracy", "macro_f1", "loss"),
     "sampling.method": ("none", "random", "smote", "adasyn", "class_weight"),
+    "sampling.features": ("pixels", "pca"),
     "eval.tta": ("none", "flip"),
 }
 
@@ -52,6 +53,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         "model.cnn_hidden",
         "model.cnn_convs_per_stage",
         "sampling.k_neighbors",
+        "sampling.pca_components",
     )
     for key in positive:
         value = _get(config, key)
