@@ -15,17 +15,17 @@ from ferjax.errors import ConfigError
 
 FEATURES = ("pixels", "pca")
 
-# PCA is fitted on a seeded sample of at most this many training examples (one float32 copy of
-# the sample, ~19 MB at 48x48), then applied in batches: memory stays far below the split's.
-_PCA_FIT_EXAMPLES = 2048
-_BATCH = 1024
+# PCA is fitted on a seeded sample of at most this many training examples. The randomized SVD
+# streams over the uint8 images in batches, so no float copy larger than one batch exists.
+_PCA_FIT_EXAMPLES = 4096
+_BATCH = 256
 
 
 class FeatureSpace:
-    """Float32 features of training examples: raw pixels or a PCA projection.
+    """Features of training examples: raw pixels or a PCA projection.
 
     images: uint8[N, H, W]. `take(idx)` returns float32[len(idx), D] (D = H*W for pixels,
-    `pca_components` for pca).
+    `pca_components` for pca; the projection is stored as float16[N, D], 3.7 MB for FER2013).
     """
 
     def __init__(self, images: np.ndarray, kind: str, pca_components: int, seed: int):
@@ -35,31 +35,50 @@ class FeatureSpace:
         self.kind = kind
         self.projected = None
         if kind == "pca":
-            self.projected = _pca_projection(images, pca_components, seed)
+            self.projected = pca_projection(images, pca_components, seed)
 
     def take(self, idx: np.ndarray) -> np.ndarray:
         if self.projected is not None:
-            return self.projected[idx]
+            return self.projected[idx].astype(np.float32)
         return self.images[idx].reshape(len(idx), -1).astype(np.float32)
 
 
-def _pca_projection(images: np.ndarray, components: int, seed: int) -> np.ndarray:
-    """float32[N, components]: randomized PCA of a seeded sample, applied in batches."""
-    from sklearn.utils.extmath import randomized_svd
+def _batched_product(flat, rows, mean, right=None, left=None):
+    """(X[rows] - mean) @ right  or  left.T @ (X[rows] - mean), one float32 batch at a time."""
+    out = None
+    for s in range(0, len(rows), _BATCH):
+        x = flat[rows[s : s + _BATCH]].astype(np.float32)
+        x -= mean
+        if right is not None:
+            part = x @ right
+            out = part if out is None else np.concatenate([out, part])
+        else:
+            part = left[s : s + _BATCH].T @ x
+            out = part if out is None else out + part
+    return out
 
+
+def pca_projection(images: np.ndarray, components: int, seed: int) -> np.ndarray:
+    """float16[N, components]: randomized PCA (Halko et al., as sklearn's randomized_svd, with
+    2 power iterations) of a seeded sample, streamed over uint8 batches, then applied to all."""
     n = len(images)
     flat = images.reshape(n, -1)
-    sample = np.random.default_rng(seed).permutation(n)[:_PCA_FIT_EXAMPLES]
-    x = flat[np.sort(sample)].astype(np.float32)
-    mean = x.mean(axis=0)
-    x -= mean
-    components = min(components, *x.shape)
-    _, _, vt = randomized_svd(x, components, random_state=seed)
-    del x
-    out = np.empty((n, components), np.float32)
-    for s in range(0, n, _BATCH):
-        out[s : s + _BATCH] = (flat[s : s + _BATCH].astype(np.float32) - mean) @ vt.T
-    return out
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.permutation(n)[:_PCA_FIT_EXAMPLES])
+    components = min(components, flat.shape[1], len(rows))
+    mean = np.zeros(flat.shape[1], np.float64)
+    for s in range(0, len(rows), _BATCH):
+        mean += flat[rows[s : s + _BATCH]].sum(axis=0, dtype=np.float64)
+    mean = (mean / len(rows)).astype(np.float32)
+    width = min(components + 10, flat.shape[1], len(rows))
+    omega = rng.standard_normal((flat.shape[1], width)).astype(np.float32)
+    q = np.linalg.qr(_batched_product(flat, rows, mean, right=omega))[0]
+    for _ in range(2):
+        z = np.linalg.qr(_batched_product(flat, rows, mean, left=q).T)[0]
+        q = np.linalg.qr(_batched_product(flat, rows, mean, right=z))[0]
+    b = _batched_product(flat, rows, mean, left=q)  # [width, D]
+    vt = np.linalg.svd(b, full_matrices=False)[2][:components]
+    return _batched_product(flat, np.arange(n), mean, right=vt.T).astype(np.float16)
 
 
 def same_class_neighbours(features: FeatureSpace, members: np.ndarray, k: int) -> np.ndarray:

@@ -93,7 +93,7 @@ class Sampler:
         strategy,
         images: np.ndarray | None = None,
         k_neighbors: int = 5,
-        features: str = "pixels",
+        features: str = "pca",
         pca_components: int = 64,
         class_names: tuple[str, ...] | None = None,
     ):
