@@ -18,7 +18,7 @@ FEATURES = ("pixels", "pca")
 # PCA is fitted on a seeded sample of at most this many training examples. The randomized SVD
 # streams over the uint8 images in batches, so no float copy larger than one batch exists.
 _PCA_FIT_EXAMPLES = 4096
-_BATCH = 256
+_BATCH = 128
 
 
 class FeatureSpace:
@@ -43,18 +43,27 @@ class FeatureSpace:
         return self.images[idx].reshape(len(idx), -1).astype(np.float32)
 
 
-def _batched_product(flat, rows, mean, right=None, left=None):
-    """(X[rows] - mean) @ right  or  left.T @ (X[rows] - mean), one float32 batch at a time."""
-    out = None
+def _centred_batches(flat: np.ndarray, rows: np.ndarray, mean: np.ndarray):
+    """Yields (start, float32 X[rows[start:start+B]] - mean), one small batch at a time."""
     for s in range(0, len(rows), _BATCH):
         x = flat[rows[s : s + _BATCH]].astype(np.float32)
         x -= mean
-        if right is not None:
-            part = x @ right
-            out = part if out is None else np.concatenate([out, part])
-        else:
-            part = left[s : s + _BATCH].T @ x
-            out = part if out is None else out + part
+        yield s, x
+
+
+def _times(flat, rows, mean, right: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """(X[rows] - mean) @ right, as dtype[len(rows), right.shape[1]]."""
+    out = np.empty((len(rows), right.shape[1]), dtype)
+    for s, x in _centred_batches(flat, rows, mean):
+        out[s : s + len(x)] = x @ right
+    return out
+
+
+def _times_transposed(flat, rows, mean, left: np.ndarray) -> np.ndarray:
+    """left.T @ (X[rows] - mean), as float32[left.shape[1], D]."""
+    out = np.zeros((left.shape[1], flat.shape[1]), np.float32)
+    for s, x in _centred_batches(flat, rows, mean):
+        out += left[s : s + len(x)].T @ x
     return out
 
 
@@ -66,19 +75,26 @@ def pca_projection(images: np.ndarray, components: int, seed: int) -> np.ndarray
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.permutation(n)[:_PCA_FIT_EXAMPLES])
     components = min(components, flat.shape[1], len(rows))
-    mean = np.zeros(flat.shape[1], np.float64)
-    for s in range(0, len(rows), _BATCH):
-        mean += flat[rows[s : s + _BATCH]].sum(axis=0, dtype=np.float64)
+    zero = np.zeros(flat.shape[1], np.float32)
+    mean = sum(x.sum(axis=0, dtype=np.float64) for _, x in _centred_batches(flat, rows, zero))
     mean = (mean / len(rows)).astype(np.float32)
     width = min(components + 10, flat.shape[1], len(rows))
-    omega = rng.standard_normal((flat.shape[1], width)).astype(np.float32)
-    q = np.linalg.qr(_batched_product(flat, rows, mean, right=omega))[0]
+    omega = rng.standard_normal((flat.shape[1], width), dtype=np.float32)
+    q = _orthonormal(_times(flat, rows, mean, omega))
     for _ in range(2):
-        z = np.linalg.qr(_batched_product(flat, rows, mean, left=q).T)[0]
-        q = np.linalg.qr(_batched_product(flat, rows, mean, right=z))[0]
-    b = _batched_product(flat, rows, mean, left=q)  # [width, D]
+        z = _orthonormal(_times_transposed(flat, rows, mean, q).T)
+        q = _orthonormal(_times(flat, rows, mean, z))
+    b = _times_transposed(flat, rows, mean, q)  # [width, D]
+    del q, z
     vt = np.linalg.svd(b, full_matrices=False)[2][:components]
-    return _batched_product(flat, np.arange(n), mean, right=vt.T).astype(np.float16)
+    return _times(flat, np.arange(n), mean, vt.T, np.float16)
+
+
+def _orthonormal(a: np.ndarray) -> np.ndarray:
+    """Q of the economic QR of float32[M, W], computed in float32 (numpy's would be float64)."""
+    import scipy.linalg
+
+    return scipy.linalg.qr(a, mode="economic", overwrite_a=True, check_finite=False)[0]
 
 
 def same_class_neighbours(features: FeatureSpace, members: np.ndarray, k: int) -> np.ndarray:
