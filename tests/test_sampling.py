@@ -19,8 +19,6 @@ from ferjax.errors import ConfigError
 
 K = 3
 ROOT = Path(__file__).resolve().parents[1]
-RECALL_MARGIN = 0.2
-BALANCED_MARGIN = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -227,9 +225,12 @@ def _learning_config(method: str, seed: int):
 
 @pytest.mark.slow
 def test_smote_raises_rare_class_recall_over_none(tmp_path):
-    """The real trainer on procedural faces, 3 classes with a rare one (disgust, 18 of 453).
+    """The real trainer on procedural faces, 3 classes with a rare one (disgust: 23 of 566).
 
-    MEASURED_MARGINS
+    Measured on the test split (1,500 faces before the class subset), smote - none, seeds 0/1/2:
+    disgust recall 0.348 / 0.696 / 0.304 (none: 0.0 for all three), balanced accuracy
+    0.141 / 0.099 / 0.207. The asserted margins are about half the smallest measured ones.
+    Takes ~3.5 min on 2 heavily shared cores (~1.5 min per run).
     """
     from ferjax.main import run
 
@@ -241,5 +242,5 @@ def test_smote_raises_rare_class_recall_over_none(tmp_path):
     assert sampling["real_records"] == sum(sampling["counts_before"].values())
     recall = {m: r["per_class"]["disgust"]["recall"] for m, r in reports.items()}
     balanced = {m: r["balanced_accuracy"] for m, r in reports.items()}
-    assert recall["smote"] >= recall["none"] + RECALL_MARGIN, recall
-    assert balanced["smote"] >= balanced["none"] + BALANCED_MARGIN, balanced
+    assert recall["smote"] >= recall["none"] + 0.15, recall
+    assert balanced["smote"] >= balanced["none"] + 0.05, balanced
