@@ -119,8 +119,9 @@ def get_config() -> ml_collections.ConfigDict:
     sampling.k_neighbors = 5
     # Feature space of the neighbour search (smote / adasyn), done once on the host:
     # pca (default: a randomized PCA of the pixels, fitted on 4,096 training examples and
-    # streamed over uint8 batches; ~100x less memory than imblearn's fit_resample and faster;
-    # 98% of neighbours agree with an exact PCA) | pixels (raw 48x48 pixels: the very neighbours
+    # streamed over uint8 batches; on FER2013-sized data ~140x less numpy memory (~70x peak RSS)
+    # than imblearn's fit_resample and ~2x faster, see bench/smote_memory.py; 98% of neighbours
+    # agree with an exact PCA's) | pixels (raw 48x48 pixels: the very neighbours
     # imblearn's SMOTE finds, at the cost of a float32 copy of the largest resampled class, or
     # of the whole training split for adasyn).
     # Refreshing neighbours in the model's embedding during training is not implemented.
