@@ -20,6 +20,7 @@ CHOICES = {
     "eval.tta": ("none", "flip", "ten_crop"),
     "data.placement": ("auto", "device", "stream"),
     "train.on_nan": ("stop", "rollback"),
+    "sampling.features": ("pixels", "pca"),
 }
 
 
@@ -57,6 +58,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         "model.cnn_convs_per_stage",
         "sampling.k_neighbors",
         "data.image_size",
+        "sampling.pca_components",
     )
     for key in positive:
         value = _get(config, key)

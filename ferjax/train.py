@@ -451,6 +451,11 @@ def train_and_evaluate(
         config.sampling.method,
         config.train.seed,
         parse_strategy(config.sampling.strategy, data.class_names),
+        images=train.images,
+        k_neighbors=config.sampling.k_neighbors,
+        features=config.sampling.features,
+        pca_components=config.sampling.pca_components,
+        class_names=data.class_names,
     )
     global_batch = config.train.batch_size
     steps_per_epoch = len(sampler) // global_batch
@@ -503,6 +508,9 @@ def train_and_evaluate(
             json.dump(info, f, indent=2)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
+        with open(os.path.join(workdir, "sampling_report.json"), "w") as f:
+            json.dump(sampler.report(), f, indent=2)
+    say(sampler.summary_line())
     log = MetricLog(workdir)
 
     def meta_at(step: int) -> dict:
