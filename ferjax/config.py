@@ -16,6 +16,8 @@ CHOICES = {
     "train.best_metric": ("accuracy", "balanced_accuracy", "macro_f1", "loss"),
     "sampling.method": ("none", "random", "smote", "adasyn", "class_weight"),
     "eval.tta": ("none", "flip"),
+    "model.input_adapter": ("sum_rgb", "replicate"),
+    "model.style": ("auto", "torch", "keras"),
 }
 
 
@@ -52,6 +54,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         "model.cnn_hidden",
         "model.cnn_convs_per_stage",
         "sampling.k_neighbors",
+        "optim.backbone_lr_scale",
     )
     for key in positive:
         value = _get(config, key)
@@ -63,6 +66,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         "data.subset",
         "train.checkpoint_every_steps",
         "train.halt_after_steps",
+        "model.input_size",
+        "train.unfreeze_at_epoch",
     )
     for key in non_negative:
         value = _get(config, key)
@@ -100,3 +105,25 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         f"a multiple of the device count ({device_count})",
     )
     parse_ops(config.augment.ops)
+    _validate_transfer(config)
+
+
+def _validate_transfer(config: ml_collections.ConfigDict) -> None:
+    import os
+
+    from ferjax.transfer import parse_patterns
+
+    model = config.model
+    patterns = parse_patterns(model.freeze)
+    _check(
+        bool(patterns) or config.train.unfreeze_at_epoch == 0,
+        "train.unfreeze_at_epoch",
+        config.train.unfreeze_at_epoch,
+        "0 when model.freeze is empty (nothing to unfreeze)",
+    )
+    _check(
+        not model.init_from or os.path.exists(model.init_from),
+        "model.init_from",
+        model.init_from,
+        "an existing weight file, converted file or ferjax workdir",
+    )
