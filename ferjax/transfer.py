@@ -183,11 +183,16 @@ def resnet_style(config: ml_collections.ConfigDict) -> str:
     style = config.model.style
     if style != "auto":
         return style
-    if not config.model.init_from:
+    path = config.model.init_from
+    if not path:
         return "torch"
-    return (
-        load_pretrained(config.model.init_from, config.model.name)["meta"].get("style") or "torch"
-    )
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            if f.read(8).startswith(b"\x89HDF"):
+                return "keras"
+        if path.endswith((".safetensors", ".pth", ".pt", ".bin")):
+            return "torch"
+    return load_pretrained(path, config.model.name)["meta"].get("style") or "torch"
 
 
 def _flat(tree) -> dict[str, np.ndarray]:

@@ -91,12 +91,18 @@ def _report(path, framework, got, ref):
     )
 
 
+_JITTED: dict = {}
+
+
 def _features(backbone, converted, x):
     variables = {
         "params": converted["params"]["backbone"],
         "batch_stats": converted["batch_stats"].get("backbone", {}),
     }
-    fmap = jax.jit(lambda v, x: backbone.apply(v, x))(variables, x)
+    key = repr(backbone)  # one compilation per architecture, shared by the files tested
+    if key not in _JITTED:
+        _JITTED[key] = jax.jit(backbone.apply)
+    fmap = _JITTED[key](variables, x)
     return np.asarray(jnp.mean(fmap, axis=(1, 2)))
 
 
@@ -417,3 +423,25 @@ def test_unfreezing_at_epoch_k_trains_frozen_groups_afterwards():
 def test_freeze_pattern_that_matches_nothing_is_a_config_error():
     with pytest.raises(ConfigError, match="pattern 'stage9' matches no parameter"):
         _run_steps(_config(freeze="stage9"), steps_per_epoch=1, num_steps=0)
+
+
+def test_resnet50_style_follows_the_source_and_a_mismatch_is_one_line(keras_files, torch_state):
+    from ferjax.config import validate
+
+    cfg = _config(freeze="")
+    cfg.model.name = "resnet50"
+    cfg.model.init_from = keras_files["resnet50"][1][0]
+    validate(cfg)
+    assert transfer.resnet_style(cfg) == "keras"
+    cfg.model.init_from = torch_state[1]
+    assert transfer.resnet_style(cfg) == "torch"
+    cfg.model.style = "keras"
+    with pytest.raises(CheckpointError) as e:
+        transfer.init_from(cfg, None, "/nonexistent-workdir")
+    assert str(e.value) == (
+        f"{torch_state[1]}: torch-style ResNet-50 weights, but model.style resolves to keras; "
+        "set --config.model.style=torch (or auto)"
+    )
+    cfg.train.unfreeze_at_epoch = 3
+    with pytest.raises(ConfigError, match="train.unfreeze_at_epoch"):
+        validate(cfg)
