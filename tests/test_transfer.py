@@ -55,6 +55,7 @@ def keras_files(tmp_path_factory):
     import h5py
     from keras.src.legacy.saving import legacy_h5_format
 
+    keras.utils.set_random_seed(0)
     tmp = tmp_path_factory.mktemp("keras")
     rng = np.random.default_rng(0)
     x = _input()
@@ -445,3 +446,25 @@ def test_resnet50_style_follows_the_source_and_a_mismatch_is_one_line(keras_file
     cfg.train.unfreeze_at_epoch = 3
     with pytest.raises(ConfigError, match="train.unfreeze_at_epoch"):
         validate(cfg)
+
+
+def test_keras_resnet50_file_with_pre_2019_layer_names_converts(keras_files, tmp_path):
+    """keras-applications < 1.0.7 named layers res2a_branch2a, bn_conv1, ... ."""
+    import shutil
+
+    import h5py
+
+    legacy = keras_files["resnet50"][1][1]
+    old = str(tmp_path / "resnet50_old_names.h5")
+    shutil.copy(legacy, old)
+    with h5py.File(old, "r+") as f:
+        for group in list(f.keys()):
+            renamed = convert._old_keras_name(group)
+            if renamed != group:
+                f.move(group, renamed)
+    expected = convert.convert(legacy, "resnet50")
+    got = convert.convert(old, "resnet50")
+    with h5py.File(old, "r") as f:
+        assert "res2a_branch2a" in f and "conv2_block1_1_conv" not in f
+    for a, b in zip(jax.tree.leaves(expected["params"]), jax.tree.leaves(got["params"])):
+        np.testing.assert_array_equal(a, b)
