@@ -83,7 +83,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---------------------------------------------------------------- model
     config.model = model = ml_collections.ConfigDict()
-    # cnn (VGG-style) | resnet18 | resnet34.
+    # cnn (VGG-style) | resnet18 | resnet34 (all adapted to 48x48) | vgg16 | resnet50 (the
+    # ImageNet architectures, for transfer learning; see ferjax/models/imagenet.py).
     model.name = "cnn"
     # Dropout before the classifier.
     model.dropout = 0.5
@@ -95,6 +96,26 @@ def get_config() -> ml_collections.ConfigDict:
     model.conv_dropout = 0.1
     # resnet*: width of the first stage (64 = the standard ResNet widths 64/128/256/512).
     model.width = 64
+    # vgg16 / resnet50: how the grayscale image meets the RGB first conv: sum_rgb (one input
+    # channel, the first kernel summed over RGB; cheaper) | replicate (gray copied to 3 channels).
+    model.input_adapter = "sum_rgb"
+    # vgg16 / resnet50: resize (bilinear) the 48x48 input to input_size x input_size before the
+    # backbone, e.g. 96 or 224 (closer to ImageNet scale, slower); 0 = keep 48x48.
+    model.input_size = 0
+    # resnet50: torch (stride on the 3x3 conv, BN epsilon 1e-5; torchvision/timm weights) |
+    # keras (stride on the first 1x1 conv, epsilon 1.001e-5; keras.applications weights) |
+    # auto (from model.init_from's source; torch when there is none).
+    model.style = "auto"
+    # Pretrained weights to start from (a fresh run only; resuming ignores it): a file written by
+    # `python -m ferjax.convert`, a Keras .h5 / .weights.h5, .safetensors or .pth file (converted
+    # on the fly), or a ferjax workdir / Orbax checkpoint. Every tensor except the head must be
+    # there with the right shape; the head is kept fresh when missing or of another class count.
+    model.init_from = ""
+    # Parameter groups to freeze: comma-separated regexes searched in '/'-joined parameter paths
+    # such as backbone/stage1_block1/conv1/kernel, e.g. "backbone" or "stem,stage1,stage2" (or
+    # "block1,block2" for vgg16). Frozen parameters get no updates and their BatchNorm
+    # statistics stay fixed. Empty = train everything.
+    model.freeze = ""
 
     # ---------------------------------------------------------------- optimiser
     config.optim = optim = ml_collections.ConfigDict()
@@ -116,8 +137,11 @@ def get_config() -> ml_collections.ConfigDict:
     # step schedule: epochs (comma-separated) at which the rate is multiplied by step_factor.
     optim.step_epochs = ""
     optim.step_factor = 0.1
-    # Clip gradients to this global norm (0 = off).
+    # Clip gradients to this global norm (0 = off). With model.freeze, the norm is taken over
+    # the trainable and the frozen group separately.
     optim.grad_clip_norm = 0.0
+    # Learning-rate multiplier for the model.freeze groups once unfrozen (train.unfreeze_at_epoch).
+    optim.backbone_lr_scale = 0.1
 
     # ---------------------------------------------------------------- training
     config.train = train = ml_collections.ConfigDict()
@@ -157,6 +181,9 @@ def get_config() -> ml_collections.ConfigDict:
     train.nan_lr_factor = 0.5
     # Test hook: make the loss of this step NaN while the learning-rate scale is 1 (0 = off).
     train.debug_nan_step = 0
+    # Epoch after which the model.freeze groups start training (at optim.backbone_lr_scale times
+    # the learning rate), within the same run; 0 = never.
+    train.unfreeze_at_epoch = 0
 
     # ---------------------------------------------------------------- class imbalance
     config.sampling = sampling = ml_collections.ConfigDict()

@@ -21,6 +21,8 @@ CHOICES = {
     "data.placement": ("auto", "device", "stream"),
     "train.on_nan": ("stop", "rollback"),
     "sampling.features": ("pixels", "pca"),
+    "model.input_adapter": ("sum_rgb", "replicate"),
+    "model.style": ("auto", "torch", "keras"),
 }
 
 
@@ -59,6 +61,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         "sampling.k_neighbors",
         "data.image_size",
         "sampling.pca_components",
+        "optim.backbone_lr_scale",
     )
     for key in positive:
         value = _get(config, key)
@@ -71,6 +74,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         "train.checkpoint_every_steps",
         "train.halt_after_steps",
         "data.clean.blank_std",
+        "model.input_size",
+        "train.unfreeze_at_epoch",
     )
     for key in non_negative:
         value = _get(config, key)
@@ -126,6 +131,28 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         f"a multiple of the device count ({device_count})",
     )
     parse_ops(config.augment.ops)
+    _validate_transfer(config)
+
+
+def _validate_transfer(config: ml_collections.ConfigDict) -> None:
+    import os
+
+    from ferjax.transfer import parse_patterns
+
+    model = config.model
+    patterns = parse_patterns(model.freeze)
+    _check(
+        bool(patterns) or config.train.unfreeze_at_epoch == 0,
+        "train.unfreeze_at_epoch",
+        config.train.unfreeze_at_epoch,
+        "0 when model.freeze is empty (nothing to unfreeze)",
+    )
+    _check(
+        not model.init_from or os.path.exists(model.init_from),
+        "model.init_from",
+        model.init_from,
+        "an existing weight file, converted file or ferjax workdir",
+    )
 
 
 # Files and folders a ferjax run writes into its workdir.

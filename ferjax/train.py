@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from ferjax import parallel
+from ferjax import parallel, transfer
 from ferjax.augment import make_augment, tta_views
 from ferjax.checkpoint import Checkpoints
 from ferjax.data.dataset import FerData
@@ -90,8 +90,17 @@ def make_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int, num_ep
 
 
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
+    """(tx, schedule). With model.freeze, tx routes the frozen groups through
+    transfer.freezing_optimizer (zero updates until train.unfreeze_at_epoch)."""
     optim = config.optim
     schedule = make_schedule(optim, steps_per_epoch, config.train.num_epochs)
+    make_tx = functools.partial(_base_optimizer, optim)
+    if transfer.parse_patterns(config.model.freeze):
+        return transfer.freezing_optimizer(config, make_tx, schedule, steps_per_epoch), schedule
+    return make_tx(schedule), schedule
+
+
+def _base_optimizer(optim: ml_collections.ConfigDict, schedule) -> optax.GradientTransformation:
     mask = functools.partial(decay_mask, decay_norm_and_bias=optim.decay_norm_and_bias)
     parts = []
     if optim.grad_clip_norm > 0:
@@ -110,7 +119,7 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
         parts.append(optax.adam(schedule, optim.b1, optim.b2))
     else:
         raise ConfigError(f"optim.name: unknown {optim.name!r}")
-    return optax.chain(*parts), schedule
+    return optax.chain(*parts)
 
 
 # ------------------------------------------------------------------------------- steps
@@ -162,11 +171,12 @@ def gather_examples(data, batch):
     return xi.astype(jnp.float32), xj.astype(jnp.float32), ti, tj
 
 
-def make_train_step(model, tx, config, norm: tuple[float, float]):
+def make_train_step(model, tx, config, norm: tuple[float, float], keep_frozen_stats=None):
     """train_step(state, data, batch) -> (state, metric sums).
 
     data: {"images": uint8[N, H, W], "targets": float32[N, K]} on the device (replicated).
     batch: {"i", "j": int32[B], "lam", "weight": float32[B]} index records (batch-sharded).
+    keep_frozen_stats(old, new, step): BatchNorm statistics to keep (transfer.py), or None.
     """
     augment = make_augment(config.augment.ops)
     base_key = jax.random.PRNGKey(config.train.seed)
@@ -212,6 +222,8 @@ def make_train_step(model, tx, config, norm: tuple[float, float]):
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         updates = jax.tree.map(lambda u: u * state.lr_scale, updates)
         params = optax.apply_updates(state.params, updates)
+        if keep_frozen_stats is not None:
+            batch_stats = keep_frozen_stats(state.batch_stats, batch_stats, state.step)
         correct = jnp.argmax(logits, -1) == jnp.argmax(targets, -1)
         # A non-finite loss or gradient leaves the state untouched; the loop stops (or rolls
         # back) when it next reads the metrics, so the last good state is what gets saved.
@@ -470,6 +482,7 @@ def train_and_evaluate(
     model = create_model(config, k)
     tx, schedule = make_optimizer(config, steps_per_epoch)
     state = create_train_state(model, tx, config.train.seed, data.image_shape, mesh)
+    state = transfer.init_from(config, state, workdir)
     train_targets = _one_hot_targets(train, k)
     placement = choose_placement(config.data.placement, train.images.nbytes)
     if placement == "device":
@@ -480,7 +493,9 @@ def train_and_evaluate(
     say(f"placement: {placement} ({train.images.nbytes / 2**20:.1f} MiB of images)")
     val_images = parallel.replicate(val.images, mesh)
     train_step = jax.jit(
-        make_train_step(model, tx, config, norm),
+        make_train_step(
+            model, tx, config, norm, transfer.make_keep_frozen_stats(config, steps_per_epoch)
+        ),
         out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
         donate_argnums=(0,),
     )
@@ -504,6 +519,8 @@ def train_and_evaluate(
             "normalization": {"mean": norm[0], "std": norm[1]},
             "model": config.model.name,
         }
+        if config.model.name == "resnet50":
+            info["style"] = transfer.resnet_style(config)
         with open(os.path.join(workdir, "model_info.json"), "w") as f:
             json.dump(info, f, indent=2)
         with open(os.path.join(workdir, "config.json"), "w") as f:

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ferjax.models.cnn import FerCNN
+from ferjax.models.imagenet import VGG16, ResNet50, TransferNet
 from ferjax.models.resnet import ResNet
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -15,6 +16,23 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 def _widths(config) -> tuple[int, ...]:
     return tuple(int(w) for w in str(config.model.cnn_widths).split(",") if w.strip())
+
+
+def _transfer(config, num_classes: int, dtype, backbone):
+    return TransferNet(
+        backbone=backbone,
+        num_classes=num_classes,
+        dropout=config.model.dropout,
+        input_adapter=config.model.input_adapter,
+        input_size=config.model.input_size,
+        dtype=dtype,
+    )
+
+
+def _resnet_style(config) -> str:
+    from ferjax.transfer import resnet_style
+
+    return resnet_style(config)
 
 
 MODELS: dict[str, Callable] = {
@@ -41,6 +59,8 @@ MODELS: dict[str, Callable] = {
         dropout=c.model.dropout,
         dtype=dt,
     ),
+    "vgg16": lambda c, k, dt: _transfer(c, k, dt, VGG16(dtype=dt)),
+    "resnet50": lambda c, k, dt: _transfer(c, k, dt, ResNet50(style=_resnet_style(c), dtype=dt)),
 }
 
 

@@ -1,0 +1,470 @@
+"""Transfer learning: Keras / torch weight conversion verified against the source frameworks'
+forward passes, init_from partial restore, freezing and unfreezing."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from ferjax import convert, transfer  # noqa: E402
+from ferjax.errors import CheckpointError, ConfigError  # noqa: E402
+from ferjax.models.imagenet import VGG16, ResNet50, TransferNet  # noqa: E402
+
+TOL = 1e-4
+
+
+def _input(seed=0, shape=(2, 32, 32, 3)):
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def _randomise_keras(model, rng):
+    """Non-trivial BatchNorm statistics and conv biases (Keras initialises them to 0 / 1)."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, g.shape),
+                    rng.normal(size=b.shape) * 0.1,
+                    rng.normal(size=m.shape) * 0.1,
+                    rng.uniform(0.5, 2.0, v.shape),
+                ]
+            )
+        elif isinstance(layer, keras.layers.Conv2D) and layer.use_bias:
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel, rng.normal(size=bias.shape) * 0.1])
+
+
+@pytest.fixture(scope="module")
+def keras_files(tmp_path_factory):
+    """{name: (features float32[2, F] from Keras, [.weights.h5 path, legacy .h5 path])}.
+
+    VGG16 without top, ResNet50 with top (its 1000-class classifier is dropped on conversion).
+    """
+    keras = pytest.importorskip("keras")
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(0)
+    tmp = tmp_path_factory.mktemp("keras")
+    rng = np.random.default_rng(0)
+    x = _input()
+    out = {}
+    for name, build in (
+        ("vgg16", lambda: keras.applications.VGG16(weights=None, include_top=False)),
+        (
+            "resnet50",
+            lambda: keras.applications.ResNet50(
+                weights=None, include_top=True, input_shape=(32, 32, 3)
+            ),
+        ),
+    ):
+        model = build()
+        _randomise_keras(model, rng)
+        if name == "resnet50":
+            features = keras.Model(model.input, model.get_layer("avg_pool").output)
+        else:
+            features = keras.Sequential([model, keras.layers.GlobalAveragePooling2D()])
+        ref = np.asarray(features(x, training=False))
+        new, legacy = str(tmp / f"{name}.weights.h5"), str(tmp / f"{name}.h5")
+        model.save_weights(new)
+        with h5py.File(legacy, "w") as f:
+            legacy_h5_format.save_weights_to_hdf5_group(f, model)
+        out[name] = (ref, [new, legacy])
+    return out
+
+
+def _report(path, framework, got, ref):
+    """Printed with -s: the numbers quoted in the issue's closing note."""
+    diff, scale = np.abs(got - ref).max(), np.abs(ref).max()
+    print(
+        f"{os.path.basename(path)}: max |ferjax - {framework}| = {diff:.2e} (max |ref| {scale:.2f})"
+    )
+
+
+_JITTED: dict = {}
+
+
+def _features(backbone, converted, x):
+    variables = {
+        "params": converted["params"]["backbone"],
+        "batch_stats": converted["batch_stats"].get("backbone", {}),
+    }
+    key = repr(backbone)  # one compilation per architecture, shared by the files tested
+    if key not in _JITTED:
+        _JITTED[key] = jax.jit(backbone.apply)
+    fmap = _JITTED[key](variables, x)
+    return np.asarray(jnp.mean(fmap, axis=(1, 2)))
+
+
+@pytest.mark.parametrize("model", ["vgg16", "resnet50"])
+def test_keras_weight_files_match_keras_outputs(keras_files, model):
+    ref, paths = keras_files[model]
+    backbone = VGG16() if model == "vgg16" else ResNet50(style="keras")
+    for path in paths:
+        converted = convert.convert(path, model)
+        assert converted["meta"]["style"] == "keras"
+        got = _features(backbone, converted, _input())
+        assert got.shape == ref.shape
+        _report(path, "keras", got, ref)
+        np.testing.assert_allclose(got, ref, atol=TOL, rtol=0, err_msg=path)
+
+
+# ------------------------------------------------------------------------------- torch
+
+
+def _torchvision_resnet50_state(seed=0, classes=10) -> dict[str, np.ndarray]:
+    """A random state dict with torchvision's resnet50 names and shapes."""
+    rng = np.random.default_rng(seed)
+    shapes = convert.expected_shapes("resnet50")
+    state = {}
+    for ours, kind, _, torch_name in convert._layers("resnet50"):
+        if kind == "conv":
+            h, w, i, o = shapes[f"backbone/{ours}/kernel"]
+            std = np.sqrt(1.0 / (h * w * i))
+            state[f"{torch_name}.weight"] = (rng.normal(size=(o, i, h, w)) * std).astype(np.float32)
+        else:
+            (c,) = shapes[f"backbone/{ours}/scale"]
+            state[f"{torch_name}.weight"] = rng.uniform(0.5, 1.0, c).astype(np.float32)
+            state[f"{torch_name}.bias"] = (rng.normal(size=c) * 0.1).astype(np.float32)
+            state[f"{torch_name}.running_mean"] = (rng.normal(size=c) * 0.1).astype(np.float32)
+            state[f"{torch_name}.running_var"] = rng.uniform(0.5, 2.0, c).astype(np.float32)
+            state[f"{torch_name}.num_batches_tracked"] = np.array(7, np.int64)
+    state["fc.weight"] = rng.normal(size=(classes, 2048)).astype(np.float32) * 0.01
+    state["fc.bias"] = np.zeros(classes, np.float32)
+    return state
+
+
+@pytest.fixture(scope="module")
+def torch_state(tmp_path_factory):
+    from safetensors.numpy import save_file
+
+    state = _torchvision_resnet50_state()
+    path = str(tmp_path_factory.mktemp("torch") / "resnet50.safetensors")
+    save_file(state, path)
+    return state, path
+
+
+def test_torchvision_safetensors_converts_and_cli_writes_loadable_file(torch_state, tmp_path):
+    state, path = torch_state
+    dst = str(tmp_path / "resnet50.msgpack")
+    assert convert.main([path, dst, "--model=resnet50"]) == 0
+    loaded = convert.load(dst)
+    assert loaded["meta"]["style"] == "torch" and loaded["meta"]["source_format"] == "safetensors"
+    p, s = loaded["params"]["backbone"], loaded["batch_stats"]["backbone"]
+    np.testing.assert_array_equal(
+        p["stage2_block1"]["conv2"]["kernel"],
+        state["layer2.0.conv2.weight"].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(
+        s["stage4_block1"]["proj_bn"]["var"], state["layer4.0.downsample.1.running_var"]
+    )
+    np.testing.assert_array_equal(p["stem_bn"]["scale"], state["bn1.weight"])
+
+
+def _torch_resnet50(torch):
+    """torchvision's resnet50 layout, written out (torchvision itself is not required)."""
+    nn = torch.nn
+
+    class Bottleneck(nn.Module):
+        def __init__(self, inp, width, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(inp, width, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(width)
+            self.conv3 = nn.Conv2d(width, width * 4, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(width * 4)
+            self.relu = nn.ReLU()
+            self.downsample = None
+            if stride != 1 or inp != width * 4:
+                self.downsample = nn.Sequential(
+                    nn.Conv2d(inp, width * 4, 1, stride, bias=False), nn.BatchNorm2d(width * 4)
+                )
+
+        def forward(self, x):
+            y = self.relu(self.bn1(self.conv1(x)))
+            y = self.relu(self.bn2(self.conv2(y)))
+            y = self.bn3(self.conv3(y))
+            return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+    class ResNet50Torch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.relu = nn.ReLU()
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            inp = 64
+            for s, blocks in enumerate((3, 4, 6, 3)):
+                layer = []
+                for b in range(blocks):
+                    layer.append(Bottleneck(inp, 64 * 2**s, 2 if s > 0 and b == 0 else 1))
+                    inp = 64 * 2**s * 4
+                setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
+            self.fc = nn.Linear(2048, 10)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return x.mean(dim=(2, 3))
+
+    return ResNet50Torch()
+
+
+def test_torch_reference_forward_matches_safetensors_and_pth(torch_state, tmp_path):
+    torch = pytest.importorskip("torch")
+    state, path = torch_state
+    net = _torch_resnet50(torch)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    net.eval()
+    x = _input(1)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    pth = str(tmp_path / "resnet50.pth")
+    torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}}, pth)
+    for src in (path, pth):
+        got = _features(ResNet50(style="torch"), convert.convert(src, "resnet50"), x)
+        _report(src, "torch", got, ref)
+        np.testing.assert_allclose(got, ref, atol=TOL, rtol=0, err_msg=src)
+
+
+def test_mismatched_files_give_one_line_naming_the_tensor(torch_state, tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    state, _ = torch_state
+    bad = dict(state)
+    bad["layer3.1.conv2.weight"] = np.zeros((256, 128, 3, 3), np.float32)
+    path = str(tmp_path / "bad.safetensors")
+    save_file(bad, path)
+    msg = (
+        f"{path}: tensor 'layer3.1.conv2.weight' has shape (256, 128, 3, 3), expected "
+        "(256, 256, 3, 3) for resnet50"
+    )
+    with pytest.raises(CheckpointError) as e:
+        convert.convert(path, "resnet50")
+    assert str(e.value) == msg
+    missing = {k: v for k, v in state.items() if not k.startswith("layer1.0.bn2.")}
+    save_file(missing, path)
+    with pytest.raises(CheckpointError) as e:
+        convert.convert(path, "resnet50")
+    assert (
+        str(e.value)
+        == f"{path}: missing tensor 'layer1.0.bn2.weight' for resnet50 (safetensors naming)"
+    )
+    assert convert.main([path, str(tmp_path / "out.msgpack"), "--model=vgg16"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"error: {path}: missing tensor 'features.0.weight' for vgg16 (safetensors naming)\n"
+    )
+
+
+# ------------------------------------------------------------------------------- init_from
+
+
+def _zeros_like_init(net, x):
+    shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), x)
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def test_init_from_converted_file_adapts_gray_input_and_keeps_head_fresh(keras_files, tmp_path):
+    _, paths = keras_files["vgg16"]
+    dst = str(tmp_path / "vgg16.msgpack")
+    convert.save(convert.convert(paths[0], "vgg16"), dst)
+    source = convert.load(dst)
+    gray = jnp.asarray(_input(2, (2, 20, 20, 1)))
+    outs = []
+    for adapter in ("replicate", "sum_rgb"):
+        net = TransferNet(VGG16(), num_classes=7, input_adapter=adapter, input_size=32)
+        fresh = _zeros_like_init(net, gray)
+        fresh["params"]["head"]["bias"] = jnp.ones(7)
+        merged, notes = transfer.merge_pretrained(
+            {"params": fresh["params"], "batch_stats": {}}, source, dst
+        )
+        assert notes == ["params/head/bias", "params/head/kernel"]
+        np.testing.assert_array_equal(merged["params"]["head"]["bias"], np.ones(7))
+        kernel = merged["params"]["backbone"]["block1_conv1"]["kernel"]
+        assert kernel.shape == ((3, 3, 3, 64) if adapter == "replicate" else (3, 3, 1, 64))
+        merged["params"]["head"]["kernel"] = jnp.eye(512, 7)
+        outs.append(jax.jit(net.apply)({"params": merged["params"]}, gray))
+    np.testing.assert_allclose(outs[0], outs[1], atol=TOL, rtol=0)
+
+
+class TinyBackbone(nn.Module):
+    """Two conv + BatchNorm stages: a stand-in for an ImageNet backbone in the freezing tests."""
+
+    stages: int = 2
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        for name in ("stem", "stage1", "stage2")[: self.stages]:
+            x = nn.Conv(4, (3, 3), name=f"{name}_conv")(x)
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"{name}_bn")(x)
+            x = nn.relu(x)
+        return x
+
+
+def _tiny(k=3, stages=2):
+    return TransferNet(TinyBackbone(stages), num_classes=k, dropout=0.0)
+
+
+def _tiny_state(net, seed):
+    from ferjax.train import TrainState
+
+    v = net.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8, 8, 1)))
+    return TrainState(jnp.zeros((), jnp.int32), v["params"], v["batch_stats"], {})
+
+
+def test_init_from_workdir_with_other_class_count(tmp_path):
+    from ferjax.checkpoint import Checkpoints
+
+    state7 = _tiny_state(_tiny(7), 0)
+    ckpts = Checkpoints(str(tmp_path / "src"), async_save=False)
+    ckpts.save_best(5, state7, {"best_value": 0.5})
+    ckpts.close()
+    state3 = _tiny_state(_tiny(3), 1)
+    cfg = _config()
+    cfg.model.init_from = str(tmp_path / "src")
+    out = transfer.init_from(cfg, state3, str(tmp_path / "new"))
+    stem = lambda s: s.params["backbone"]["stem_conv"]["kernel"]  # noqa: E731
+    np.testing.assert_array_equal(stem(out), stem(state7))
+    np.testing.assert_array_equal(
+        out.batch_stats["backbone"]["stem_bn"]["var"],
+        state7.batch_stats["backbone"]["stem_bn"]["var"],
+    )
+    np.testing.assert_array_equal(out.params["head"]["kernel"], state3.params["head"]["kernel"])
+    with pytest.raises(
+        CheckpointError, match="missing tensor 'batch_stats/backbone/stage2_bn/mean'"
+    ):
+        transfer.init_from(cfg, _tiny_state(_tiny(3, stages=3), 2), str(tmp_path / "new2"))
+
+
+# ------------------------------------------------------------------------------- freezing
+
+
+def _config(freeze="backbone/stem", unfreeze=0):
+    import runpy
+
+    cfg = runpy.run_path("configs/default.py")["get_config"]()
+    cfg.model.freeze = freeze
+    cfg.train.unfreeze_at_epoch = unfreeze
+    cfg.train.num_epochs = 4
+    cfg.optim.warmup_epochs = 0.0
+    cfg.optim.schedule = "constant"
+    cfg.optim.learning_rate = 0.1
+    cfg.augment.ops = ""
+    return cfg
+
+
+def _run_steps(cfg, steps_per_epoch, num_steps):
+    """States after 0..num_steps real train steps (make_optimizer + make_train_step)."""
+    from ferjax import parallel
+    from ferjax.train import create_train_state, make_optimizer, make_train_step
+
+    model = _tiny()
+    tx, _ = make_optimizer(cfg, steps_per_epoch)
+    state = create_train_state(model, tx, 0, (8, 8), parallel.make_mesh())
+    keep = transfer.make_keep_frozen_stats(cfg, steps_per_epoch)
+    step = jax.jit(make_train_step(model, tx, cfg, (128.0, 64.0), keep))
+    rng = np.random.default_rng(0)
+    data = {
+        "images": jnp.asarray(rng.integers(0, 256, (8, 8, 8)), jnp.uint8),
+        "targets": jnp.asarray(np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]),
+    }
+    batch = {
+        "i": jnp.arange(4, dtype=jnp.int32),
+        "j": jnp.arange(4, dtype=jnp.int32),
+        "lam": jnp.zeros(4),
+        "weight": jnp.ones(4),
+    }
+    snapshots = [jax.device_get(state)]
+    for _ in range(num_steps):
+        state, _ = step(state, data, batch)
+        snapshots.append(jax.device_get(state))
+    return snapshots
+
+
+def _split(tree, frozen: bool):
+    mask = transfer.frozen_mask(tree, transfer.parse_patterns("backbone/stem"))
+    leaves = jax.tree.leaves(jax.tree.map(lambda m, x: x if m == frozen else None, mask, tree))
+    return [np.asarray(x) for x in leaves]
+
+
+def _same(a, b) -> bool:
+    return all(x.tobytes() == y.tobytes() for x, y in zip(a, b, strict=True))
+
+
+def test_frozen_params_and_bn_stats_are_bitwise_unchanged():
+    first, *_, last = _run_steps(_config(), steps_per_epoch=1, num_steps=3)
+    for tree in ("params", "batch_stats"):
+        a, b = getattr(first, tree), getattr(last, tree)
+        assert len(_split(a, True)) == (4 if tree == "params" else 2)
+        assert _same(_split(a, True), _split(b, True)), tree
+        assert not _same(_split(a, False), _split(b, False)), tree
+
+
+def test_unfreezing_at_epoch_k_trains_frozen_groups_afterwards():
+    snaps = _run_steps(_config(unfreeze=2), steps_per_epoch=1, num_steps=4)
+    frozen = [(_split(s.params, True), _split(s.batch_stats, True)) for s in snaps]
+    assert _same(frozen[0][0], frozen[2][0]) and _same(frozen[0][1], frozen[2][1])
+    assert not _same(frozen[2][0], frozen[3][0]) and not _same(frozen[2][1], frozen[3][1])
+    assert len({jax.tree.structure(s.opt_state) for s in snaps}) == 1
+
+
+def test_freeze_pattern_that_matches_nothing_is_a_config_error():
+    with pytest.raises(ConfigError, match="pattern 'stage9' matches no parameter"):
+        _run_steps(_config(freeze="stage9"), steps_per_epoch=1, num_steps=0)
+
+
+def test_resnet50_style_follows_the_source_and_a_mismatch_is_one_line(keras_files, torch_state):
+    from ferjax.config import validate
+
+    cfg = _config(freeze="")
+    cfg.model.name = "resnet50"
+    cfg.model.init_from = keras_files["resnet50"][1][0]
+    validate(cfg)
+    assert transfer.resnet_style(cfg) == "keras"
+    cfg.model.init_from = torch_state[1]
+    assert transfer.resnet_style(cfg) == "torch"
+    cfg.model.style = "keras"
+    with pytest.raises(CheckpointError) as e:
+        transfer.init_from(cfg, None, "/nonexistent-workdir")
+    assert str(e.value) == (
+        f"{torch_state[1]}: torch-style ResNet-50 weights, but model.style resolves to keras; "
+        "set --config.model.style=torch (or auto)"
+    )
+    cfg.train.unfreeze_at_epoch = 3
+    with pytest.raises(ConfigError, match="train.unfreeze_at_epoch"):
+        validate(cfg)
+
+
+def test_keras_resnet50_file_with_pre_2019_layer_names_converts(keras_files, tmp_path):
+    """keras-applications < 1.0.7 named layers res2a_branch2a, bn_conv1, ... ."""
+    import shutil
+
+    import h5py
+
+    legacy = keras_files["resnet50"][1][1]
+    old = str(tmp_path / "resnet50_old_names.h5")
+    shutil.copy(legacy, old)
+    with h5py.File(old, "r+") as f:
+        for group in list(f.keys()):
+            renamed = convert._old_keras_name(group)
+            if renamed != group:
+                f.move(group, renamed)
+    expected = convert.convert(legacy, "resnet50")
+    got = convert.convert(old, "resnet50")
+    with h5py.File(old, "r") as f:
+        assert "res2a_branch2a" in f and "conv2_block1_1_conv" not in f
+    for a, b in zip(jax.tree.leaves(expected["params"]), jax.tree.leaves(got["params"])):
+        np.testing.assert_array_equal(a, b)
