@@ -51,12 +51,17 @@ LEVERS: dict[str, dict] = {
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "The recipe (a ferjax config file).")
-flags.DEFINE_string("workdir", None, "Where the variants' workdirs and the tables go.")
-flags.DEFINE_list("levers", ["cleaning", "sampling", "augment", "tta", "model"], "Levers.")
-flags.DEFINE_integer("seeds", 1, "Seeds per variant (train.seed = 0..seeds-1).")
-flags.DEFINE_integer("parallel", 1, "Variants run at once (one device each on GPUs).")
-flags.DEFINE_enum("launcher", "local", ["local", "print", "slurm"], "How variants are run.")
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when this module is the program (so that importing it
+    next to ferjax.main does not define --config twice)."""
+    config_flags.DEFINE_config_file("config", None, "The recipe (a ferjax config file).")
+    flags.DEFINE_string("workdir", None, "Where the variants' workdirs and the tables go.")
+    flags.DEFINE_list("levers", ["cleaning", "sampling", "augment", "tta", "model"], "Levers.")
+    flags.DEFINE_integer("seeds", 1, "Seeds per variant (train.seed = 0..seeds-1).")
+    flags.DEFINE_integer("parallel", 1, "Variants run at once (one device each on GPUs).")
+    flags.DEFINE_enum("launcher", "local", ["local", "print", "slurm"], "How variants are run.")
 
 
 def _get(config, dotted: str):
@@ -305,5 +310,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

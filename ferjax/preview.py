@@ -21,11 +21,15 @@ from ml_collections import config_flags  # noqa: E402
 from ferjax.augment import make_augment  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
-flags.DEFINE_string("out", "augment_preview.png", "Output PNG.")
-flags.DEFINE_integer("count", 12, "Images per row.")
-flags.DEFINE_integer("draws", 4, "Augmented rows.")
-flags.DEFINE_integer("scale", 3, "Pixel magnification.")
+
+
+def define_flags() -> None:
+    """Flags of this command, defined only when it is the program."""
+    config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+    flags.DEFINE_string("out", "augment_preview.png", "Output PNG.")
+    flags.DEFINE_integer("count", 12, "Images per row.")
+    flags.DEFINE_integer("draws", 4, "Augmented rows.")
+    flags.DEFINE_integer("scale", 3, "Pixel magnification.")
 
 
 def preview_grid(images: np.ndarray, spec: str, draws: int, seed: int = 0) -> np.ndarray:
@@ -63,5 +67,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["config"])
     app.run(main)

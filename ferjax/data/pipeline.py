@@ -48,11 +48,17 @@ def index_batches(
     steps = len(records["i"]) // global_batch
     trimmed = {k: v[: steps * global_batch] for k, v in records.items()}
     ds = tf.data.Dataset.from_tensor_slices(trimmed).batch(global_batch, drop_remainder=True)
-    ds = ds.skip(start_step).map(lambda b: {k: v[lo:hi] for k, v in b.items()})
+
+    @tf.autograph.experimental.do_not_convert
+    def this_process(b):
+        return {k: v[lo:hi] for k, v in b.items()}
+
+    ds = ds.skip(start_step).map(this_process)
     if host_arrays is not None:
         images = tf.constant(host_arrays["images"])
         targets = tf.constant(host_arrays["targets"])
 
+        @tf.autograph.experimental.do_not_convert
         def gather(b):
             return {
                 **b,
