@@ -145,3 +145,13 @@ def test_augmentation_only_in_training():
     out = make_predict(model, (0.0, 1.0), "none")(variables, images, jnp.arange(4))
     x = images.astype(jnp.float32)[..., None]
     np.testing.assert_allclose(out, jax.nn.softmax(model.apply(variables, x)), rtol=1e-5)
+
+
+def test_preview_grid_rows_are_originals_then_draws():
+    from ferjax.preview import preview_grid
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    grid = preview_grid(images, "flip(p=1.0)", draws=2)
+    assert grid.shape == (3 * 48, 3 * 48) and grid.dtype == np.uint8
+    np.testing.assert_array_equal(grid[:48, :48], images[0])
+    np.testing.assert_array_equal(grid[48:96, 48:96], images[1][:, ::-1])

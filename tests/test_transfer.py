@@ -322,7 +322,9 @@ def _tiny_state(net, seed):
     from ferjax.train import TrainState
 
     v = net.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8, 8, 1)))
-    return TrainState(jnp.zeros((), jnp.int32), v["params"], v["batch_stats"], {})
+    return TrainState(
+        jnp.zeros((), jnp.int32), v["params"], v["batch_stats"], {}, jnp.ones((), jnp.float32)
+    )
 
 
 def test_init_from_workdir_with_other_class_count(tmp_path):
