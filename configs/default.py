@@ -49,6 +49,11 @@ def get_config() -> ml_collections.ConfigDict:
     model.conv_dropout = 0.1
     # resnet*: width of the first stage (64 = the standard ResNet widths 64/128/256/512).
     model.width = 64
+    # Convolution / max-pool implementation: auto (fast on CPU, xla on GPU/TPU) | xla (Flax's
+    # nn.Conv and nn.max_pool, XLA's own gradients) | fast (ferjax.ops: the same forward, but
+    # weight and pooling gradients computed as cache-sized GEMMs / masks, several times faster
+    # on XLA's CPU backend). All give the same parameter tree, so checkpoints interchange.
+    model.conv_impl = "auto"
 
     # ---------------------------------------------------------------- optimiser
     config.optim = optim = ml_collections.ConfigDict()

@@ -10,6 +10,7 @@ CHOICES = {
     "data.name": ("synthetic", "fer2013", "ferplus", "folder", "tfds"),
     "data.on_error": ("raise", "skip"),
     "data.normalize": ("dataset", "unit", "symmetric"),
+    "model.conv_impl": ("auto", "xla", "fast"),
     "optim.name": ("sgd", "adamw", "adam"),
     "optim.schedule": ("cosine", "step", "constant"),
     "train.dtype": ("float32", "bfloat16", "float16"),

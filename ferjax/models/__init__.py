@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ferjax.models.cnn import FerCNN
+from ferjax.models.layers import resolve_conv_impl
 from ferjax.models.resnet import ResNet
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -26,6 +27,7 @@ MODELS: dict[str, Callable] = {
         dropout=c.model.dropout,
         conv_dropout=c.model.conv_dropout,
         dtype=dt,
+        conv_impl=resolve_conv_impl(c.model.conv_impl),
     ),
     "resnet18": lambda c, k, dt: ResNet(
         num_classes=k,
@@ -33,6 +35,7 @@ MODELS: dict[str, Callable] = {
         width=c.model.width,
         dropout=c.model.dropout,
         dtype=dt,
+        conv_impl=resolve_conv_impl(c.model.conv_impl),
     ),
     "resnet34": lambda c, k, dt: ResNet(
         num_classes=k,
@@ -40,6 +43,7 @@ MODELS: dict[str, Callable] = {
         width=c.model.width,
         dropout=c.model.dropout,
         dtype=dt,
+        conv_impl=resolve_conv_impl(c.model.conv_impl),
     ),
 }
 
