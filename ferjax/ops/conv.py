@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from jax import lax
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
-# Target number of output pixels (GEMM contraction rows) per batch chunk.
-CHUNK_ROWS = 4096
+# Target size of one chunk's patches [rows, KH*KW*Cin] (fits in L2/L3 next to the GEMM).
+CHUNK_BYTES = 2 << 20
 
 
 def _pads(in_hw, kernel_hw, strides, padding) -> list[tuple[int, int]]:
@@ -31,26 +31,29 @@ def _conv(x, w, strides, padding):
     return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=DIMENSION_NUMBERS)
 
 
-def _chunk_size(batch: int, rows_per_image: int, chunk_rows: int) -> int:
-    """Largest divisor of `batch` whose chunk has at most max(chunk_rows, rows_per_image) rows."""
-    want = max(1, chunk_rows // max(rows_per_image, 1))
+def _chunk_size(batch: int, bytes_per_image: int, chunk_bytes: int) -> int:
+    """Largest divisor of `batch` whose chunk has at most max(chunk_bytes, bytes_per_image)."""
+    want = max(1, chunk_bytes // max(bytes_per_image, 1))
     return max(d for d in range(1, min(batch, want) + 1) if batch % d == 0)
 
 
-def weight_grad(x, dy, kernel_hw, strides, pads, chunk_rows: int = CHUNK_ROWS):
+def weight_grad(x, dy, kernel_hw, strides, pads, chunk_bytes: int = CHUNK_BYTES):
     """dW float32[KH, KW, Cin, Cout] of the NHWC convolution, from x [B, H, W, Cin] and the output
     cotangent dy [B, Ho, Wo, Cout] (any float dtype; products accumulate in float32)."""
     kh, kw = kernel_hw
     sh, sw = strides
     b, _, _, cin = x.shape
     _, ho, wo, cout = dy.shape
-    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    chunk = _chunk_size(b, ho * wo, chunk_rows)
-    xs = xp.reshape(b // chunk, chunk, *xp.shape[1:])
+    patch_bytes = ho * wo * kh * kw * cin * jnp.dtype(x.dtype).itemsize
+    chunk = _chunk_size(b, patch_bytes, chunk_bytes)
+    # Padding inside the loop keeps every temporary chunk-sized (a padded copy of the whole
+    # batch costs page faults on each step).
+    xs = x.reshape(b // chunk, chunk, *x.shape[1:])
     dys = dy.reshape(b // chunk, chunk * ho * wo, cout)
 
     def body(acc, operands):
         xc, dyc = operands
+        xc = jnp.pad(xc, ((0, 0), pads[0], pads[1], (0, 0)))
         taps = [
             lax.slice(
                 xc,
