@@ -55,7 +55,7 @@ def model_config(name: str, impl: str):
     return config
 
 
-def practical_peak(size: int = 2048, reps: int = 5) -> dict:
+def practical_peak(size: int = 3072, reps: int = 5) -> dict:
     """Best GFLOP/s of a float32 [size, size] matmul through XLA and through numpy/BLAS."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), np.float32)
@@ -181,12 +181,45 @@ def main(argv=None) -> dict:
             }
         results["models"][name] = row
         print_row(name, row, args.impls.split(","), peers)
+        # The machine's load changes during a run: the peak is the best seen before and after
+        # every model, and MFU is recomputed against it at the end.
+        again = practical_peak()
+        for key in ("xla", "numpy", "peak"):
+            peak[key] = max(peak[key], again[key])
+    for row in results["models"].values():
+        for run in row["runs"].values():
+            if row["flops_per_step"]:
+                run["mfu"] = row["flops_per_step"] / run["median_step_s"] / (peak["peak"] * 1e9)
+    print(
+        f"\npractical peak over the run: XLA {peak['xla']:.0f}, numpy {peak['numpy']:.0f} GFLOP/s"
+    )
+    print(summary_table(results, peers))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     stamp = results["time"].replace(":", "").replace("+0000", "")
     path = Path(args.out) / f"train_step-{stamp}.json"
     path.write_text(json.dumps(results, indent=1))
     print(f"wrote {path}")
     return results
+
+
+def summary_table(results: dict, peers: list[str]) -> str:
+    """Markdown table: images/s per model and implementation, speed-ups and MFU."""
+    cols = ["xla", "fast", *peers]
+    head = "| model | batch | " + " | ".join(f"{c} img/s" for c in cols)
+    head += " | fast/xla | " + "".join(f"ferjax/{p} | " for p in peers) + "MFU fast |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, row in results["models"].items():
+        runs = row["runs"]
+        ips = {c: runs[c]["images_per_s"] for c in cols if c in runs}
+        cells = [f"{ips[c]:.1f}" if c in ips else "-" for c in cols]
+        ratio = ips["fast"] / ips["xla"] if "fast" in ips and "xla" in ips else float("nan")
+        best = max(ips.get("fast", 0.0), ips.get("xla", 0.0))
+        peer_cells = [f"{best / ips[p]:.2f}x" if p in ips else "-" for p in peers]
+        mfu = runs.get("fast", {}).get("mfu")
+        mfu_cell = f"{100 * mfu:.0f}%" if mfu else "-"
+        line = f"| {name} | {row['batch']} | " + " | ".join(cells) + f" | {ratio:.2f}x | "
+        lines.append(line + "".join(c + " | " for c in peer_cells) + mfu_cell + " |")
+    return "\n".join(lines)
 
 
 def print_row(name: str, row: dict, impls: list[str], peers: list[str]) -> None:
