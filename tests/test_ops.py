@@ -174,3 +174,14 @@ def test_param_trees_and_train_step_agree_between_impls(name):
         s_xla.params,
     )
     assert optax.tree_utils.tree_l2_norm(s_fast.params) > 0
+
+
+def test_config_rejects_unknown_conv_impl():
+    from ferjax.config import validate
+    from ferjax.errors import ConfigError
+
+    config = runpy.run_path(str(DEFAULT_CONFIG))["get_config"]()
+    validate(config)
+    config.model.conv_impl = "onednn"
+    with pytest.raises(ConfigError, match="model.conv_impl"):
+        validate(config)
