@@ -12,6 +12,7 @@ CHOICES = {
     "data.normalize": ("dataset", "unit", "symmetric"),
     "data.ferplus_mode": ("majority", "probability"),
     "data.tfds_config": ("fer2013", "ferplus"),
+    "model.conv_impl": ("auto", "xla", "fast"),
     "optim.name": ("sgd", "adamw", "adam"),
     "optim.schedule": ("cosine", "step", "constant"),
     "train.dtype": ("float32", "bfloat16", "float16"),

@@ -9,6 +9,7 @@ import ml_collections
 
 from ferjax.models.cnn import FerCNN
 from ferjax.models.imagenet import VGG16, ResNet50, TransferNet
+from ferjax.models.layers import resolve_conv_impl
 from ferjax.models.resnet import ResNet
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -44,6 +45,7 @@ MODELS: dict[str, Callable] = {
         dropout=c.model.dropout,
         conv_dropout=c.model.conv_dropout,
         dtype=dt,
+        conv_impl=resolve_conv_impl(c.model.conv_impl),
     ),
     "resnet18": lambda c, k, dt: ResNet(
         num_classes=k,
@@ -51,6 +53,7 @@ MODELS: dict[str, Callable] = {
         width=c.model.width,
         dropout=c.model.dropout,
         dtype=dt,
+        conv_impl=resolve_conv_impl(c.model.conv_impl),
     ),
     "resnet34": lambda c, k, dt: ResNet(
         num_classes=k,
@@ -58,6 +61,7 @@ MODELS: dict[str, Callable] = {
         width=c.model.width,
         dropout=c.model.dropout,
         dtype=dt,
+        conv_impl=resolve_conv_impl(c.model.conv_impl),
     ),
     "vgg16": lambda c, k, dt: _transfer(c, k, dt, VGG16(dtype=dt)),
     "resnet50": lambda c, k, dt: _transfer(c, k, dt, ResNet50(style=_resnet_style(c), dtype=dt)),

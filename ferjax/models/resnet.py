@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ferjax.models import layers
+
 
 def _bn(train: bool, name: str | None = None, zero_init: bool = False):
     return nn.BatchNorm(
@@ -25,11 +27,12 @@ class BasicBlock(nn.Module):
     features: int
     strides: int = 1
     dtype: jnp.dtype = jnp.float32
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = lambda f, k, s, name: nn.Conv(  # noqa: E731
-            f, (k, k), (s, s), use_bias=False, dtype=self.dtype, name=name
+        conv = lambda f, k, s, name: layers.conv(  # noqa: E731
+            self.conv_impl, f, k, s, dtype=self.dtype, name=name
         )
         residual = x
         y = conv(self.features, 3, self.strides, "conv1")(x)
@@ -48,18 +51,23 @@ class ResNet(nn.Module):
     width: int = 64
     dropout: float = 0.3
     dtype: jnp.dtype = jnp.float32
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         """x: float[B, H, W, C] normalised images. Returns float32 logits [B, num_classes]."""
         x = x.astype(self.dtype)
-        x = nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype, name="stem_conv")(x)
+        x = layers.conv(self.conv_impl, self.width, 3, dtype=self.dtype, name="stem_conv")(x)
         x = nn.relu(_bn(train, "stem_bn")(x)).astype(self.dtype)
         for s, blocks in enumerate(self.stage_sizes):
             for b in range(blocks):
                 strides = 2 if s > 0 and b == 0 else 1
                 x = BasicBlock(
-                    self.width * 2**s, strides, dtype=self.dtype, name=f"stage{s + 1}_block{b + 1}"
+                    self.width * 2**s,
+                    strides,
+                    dtype=self.dtype,
+                    conv_impl=self.conv_impl,
+                    name=f"stage{s + 1}_block{b + 1}",
                 )(x, train)
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)

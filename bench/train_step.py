@@ -1,0 +1,241 @@
+"""Train-step throughput of ferjax's models with model.conv_impl=xla vs fast, side by side.
+
+python -m bench.train_step [--models demo_cnn,cnn,resnet18] [--steps 5] [--peers torch]
+
+Each model runs ferjax's real jitted train step (gather, augmentation, forward/backward, SGD with
+momentum and weight decay) on generated 48x48x1 data after warm-up; steps of the two impls are
+interleaved so that both see the same machine load, and the median step time is reported.
+MFU = model FLOPs (XLA's cost analysis of the xla-impl step) / step time / practical peak, where
+the peak is the best of a large float32 matmul through XLA and through numpy, measured in the
+same run. Writes bench/results/train_step-<UTC time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import runpy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ferjax import parallel  # noqa: E402
+from ferjax.models import create_model  # noqa: E402
+from ferjax.train import create_train_state, make_optimizer, make_train_step  # noqa: E402
+
+NUM_CLASSES = 7
+IMAGE = 48
+# name -> (config file, batch size)
+MODELS = {
+    "demo_cnn": ("demo.py", 128),
+    "cnn": ("default.py", 128),
+    "resnet18": ("default.py", 64),
+}
+
+
+def model_config(name: str, impl: str):
+    config_file, batch = MODELS[name]
+    config = runpy.run_path(str(ROOT / "configs" / config_file))["get_config"]()
+    config.model.name = "resnet18" if name == "resnet18" else "cnn"
+    config.model.conv_impl = impl
+    config.train.batch_size = batch
+    return config
+
+
+def practical_peak(size: int = 3072, reps: int = 5) -> dict:
+    """Best GFLOP/s of a float32 [size, size] matmul through XLA and through numpy/BLAS."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), np.float32)
+    flops = 2 * size**3
+    aj = jnp.asarray(a)
+    mm = jax.jit(lambda x: x @ x)
+    mm(aj).block_until_ready()
+    best = {"xla": 0.0, "numpy": 0.0}
+    for _ in range(reps):
+        t = time.perf_counter()
+        mm(aj).block_until_ready()
+        best["xla"] = max(best["xla"], flops / (time.perf_counter() - t) / 1e9)
+        t = time.perf_counter()
+        a @ a
+        best["numpy"] = max(best["numpy"], flops / (time.perf_counter() - t) / 1e9)
+    best["peak"] = max(best["xla"], best["numpy"])
+    return best
+
+
+class FerjaxStep:
+    """One model/impl: state, jitted step, fixed data; step() runs one blocking train step."""
+
+    def __init__(self, name: str, impl: str, mesh):
+        config = model_config(name, impl)
+        self.batch = config.train.batch_size
+        rng = np.random.default_rng(0)
+        n = 4 * self.batch
+        data = {
+            "images": rng.integers(0, 256, (n, IMAGE, IMAGE), dtype=np.uint8),
+            "targets": np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, n)],
+        }
+        self.data = parallel.replicate(data, mesh)
+        self.batches = [
+            parallel.global_batch(
+                {
+                    "i": rng.integers(0, n, self.batch).astype(np.int32),
+                    "j": rng.integers(0, n, self.batch).astype(np.int32),
+                    "lam": np.zeros(self.batch, np.float32),
+                    "weight": np.ones(self.batch, np.float32),
+                },
+                mesh,
+            )
+            for _ in range(4)
+        ]
+        model = create_model(config, NUM_CLASSES)
+        tx, _ = make_optimizer(config, steps_per_epoch=100)
+        self.state = create_train_state(model, tx, 0, (IMAGE, IMAGE), mesh)
+        self.fn = jax.jit(make_train_step(model, tx, config, (128.0, 64.0)), donate_argnums=(0,))
+        self.flops = None
+        self.calls = 0
+
+    def compile(self) -> float:
+        t = time.perf_counter()
+        compiled = self.fn.lower(self.state, self.data, self.batches[0]).compile()
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        self.flops = float(cost.get("flops", 0.0)) if cost else 0.0
+        return time.perf_counter() - t
+
+    def step(self) -> float:
+        batch = self.batches[self.calls % len(self.batches)]
+        self.calls += 1
+        t = time.perf_counter()
+        self.state, metrics = self.fn(self.state, self.data, batch)
+        jax.block_until_ready((self.state, metrics))
+        return time.perf_counter() - t
+
+
+def time_interleaved(runners: dict, steps: int, warmup: int) -> dict[str, list[float]]:
+    """Warm-up, then `steps` rounds of one step per runner in turn; returns seconds per step."""
+    for r in runners.values():
+        for _ in range(warmup):
+            r.step()
+    times = {k: [] for k in runners}
+    for _ in range(steps):
+        for k, r in runners.items():
+            times[k].append(r.step())
+    return times
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="demo_cnn,cnn,resnet18")
+    parser.add_argument("--impls", default="xla,fast")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--peers", default="", help="comma-separated: torch")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args(argv)
+
+    mesh = parallel.make_mesh()
+    peak = practical_peak()
+    print(f"practical peak: XLA {peak['xla']:.0f}, numpy {peak['numpy']:.0f} GFLOP/s")
+    results = {
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "backend": jax.default_backend(),
+        "devices": jax.device_count(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "peak_gflops": peak,
+        "models": {},
+    }
+    peers = [p for p in args.peers.split(",") if p]
+    for name in args.models.split(","):
+        runners = {impl: FerjaxStep(name, impl, mesh) for impl in args.impls.split(",")}
+        compile_s = {impl: r.compile() for impl, r in runners.items()}
+        for peer in peers:
+            from bench import peers as peer_impls
+
+            runners[peer] = peer_impls.make(peer, name, runners[args.impls.split(",")[0]].batch)
+        times = time_interleaved(runners, args.steps, args.warmup)
+        batch = next(iter(runners.values())).batch
+        flops = runners[args.impls.split(",")[0]].flops
+        row = {"batch": batch, "flops_per_step": flops, "compile_s": compile_s, "runs": {}}
+        for k, ts in times.items():
+            med = statistics.median(ts)
+            row["runs"][k] = {
+                "step_s": ts,
+                "median_step_s": med,
+                "images_per_s": batch / med,
+                "mfu": flops / med / (peak["peak"] * 1e9) if flops else None,
+            }
+        results["models"][name] = row
+        print_row(name, row, args.impls.split(","), peers)
+        # The machine's load changes during a run: the peak is the best seen before and after
+        # every model, and MFU is recomputed against it at the end.
+        again = practical_peak()
+        for key in ("xla", "numpy", "peak"):
+            peak[key] = max(peak[key], again[key])
+    for row in results["models"].values():
+        for run in row["runs"].values():
+            if row["flops_per_step"]:
+                run["mfu"] = row["flops_per_step"] / run["median_step_s"] / (peak["peak"] * 1e9)
+    print(
+        f"\npractical peak over the run: XLA {peak['xla']:.0f}, numpy {peak['numpy']:.0f} GFLOP/s"
+    )
+    print(summary_table(results, peers))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    stamp = results["time"].replace(":", "").replace("+0000", "")
+    path = Path(args.out) / f"train_step-{stamp}.json"
+    path.write_text(json.dumps(results, indent=1))
+    print(f"wrote {path}")
+    return results
+
+
+def summary_table(results: dict, peers: list[str]) -> str:
+    """Markdown table: images/s per model and implementation, speed-ups and MFU."""
+    cols = ["xla", "fast", *peers]
+    head = "| model | batch | " + " | ".join(f"{c} img/s" for c in cols)
+    head += " | fast/xla | " + "".join(f"ferjax/{p} | " for p in peers) + "MFU fast |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, row in results["models"].items():
+        runs = row["runs"]
+        ips = {c: runs[c]["images_per_s"] for c in cols if c in runs}
+        cells = [f"{ips[c]:.1f}" if c in ips else "-" for c in cols]
+        ratio = ips["fast"] / ips["xla"] if "fast" in ips and "xla" in ips else float("nan")
+        best = max(ips.get("fast", 0.0), ips.get("xla", 0.0))
+        peer_cells = [f"{best / ips[p]:.2f}x" if p in ips else "-" for p in peers]
+        mfu = runs.get("fast", {}).get("mfu")
+        mfu_cell = f"{100 * mfu:.0f}%" if mfu else "-"
+        line = f"| {name} | {row['batch']} | " + " | ".join(cells) + f" | {ratio:.2f}x | "
+        lines.append(line + "".join(c + " | " for c in peer_cells) + mfu_cell + " |")
+    return "\n".join(lines)
+
+
+def print_row(name: str, row: dict, impls: list[str], peers: list[str]) -> None:
+    runs = row["runs"]
+    print(f"\n{name} (batch {row['batch']}, {row['flops_per_step'] / 1e9:.0f} GFLOP/step)")
+    for k, r in runs.items():
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        step = r["median_step_s"]
+        print(f"  {k:8s} {r['images_per_s']:8.1f} images/s  median step {step:.3f} s  MFU {mfu}")
+    if "xla" in runs and "fast" in runs:
+        ratio = runs["xla"]["median_step_s"] / runs["fast"]["median_step_s"]
+        print(f"  fast/xla speed-up: {ratio:.2f}x")
+    best = max((runs[i]["images_per_s"] for i in impls if i in runs), default=0)
+    for p in peers:
+        print(f"  ferjax(best)/{p}: {best / runs[p]['images_per_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
