@@ -32,7 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
     data.synthetic.num_test = 3589
     data.synthetic.seed = 0
     data.synthetic.label_noise = 0.0
-    # Input normalisation: dataset (training mean/std) | unit ([0, 1]) | symmetric ([-1, 1]).
+    # Input normalisation: dataset (training mean/std) | per_image (each face to zero mean and
+    # unit variance, removing lighting differences) | unit ([0, 1]) | symmetric ([-1, 1]).
     data.normalize = "dataset"
     # Per-image histogram equalisation on the host, once, after cleaning.
     data.equalize = False

@@ -9,7 +9,7 @@ from ferjax.errors import ConfigError
 CHOICES = {
     "data.name": ("synthetic", "fer2013", "ferplus", "folder", "tfds"),
     "data.on_error": ("raise", "skip"),
-    "data.normalize": ("dataset", "unit", "symmetric"),
+    "data.normalize": ("dataset", "per_image", "unit", "symmetric"),
     "data.ferplus_mode": ("majority", "probability"),
     "data.tfds_config": ("fer2013", "ferplus"),
     "model.conv_impl": ("auto", "xla", "fast"),

@@ -127,9 +127,11 @@ def _base_optimizer(optim: ml_collections.ConfigDict, schedule) -> optax.Gradien
 
 def normalization(
     config: ml_collections.ConfigDict, train_images: np.ndarray
-) -> tuple[float, float]:
-    """(mean, std) so that the model sees (pixels - mean) / std."""
+) -> tuple[float | None, float | None]:
+    """(mean, std) so that the model sees (pixels - mean) / std; (None, None) = per image."""
     mode = config.data.normalize
+    if mode == "per_image":
+        return None, None
     if mode == "dataset":
         sample = train_images[:: max(1, len(train_images) // 4096)].astype(np.float64)
         return float(sample.mean()), float(max(sample.std(), 1.0))
@@ -137,7 +139,21 @@ def normalization(
         return 0.0, 255.0
     if mode == "symmetric":
         return 127.5, 127.5
-    raise ConfigError(f"data.normalize: unknown {mode!r}, expected dataset, unit or symmetric")
+    raise ConfigError(
+        f"data.normalize: unknown {mode!r}, expected dataset, per_image, unit or symmetric"
+    )
+
+
+def normalize_images(x, norm):
+    """float32[..., H, W] pixels -> model input. norm = (mean, std), or (None, None) for
+    per-image standardisation (each image to zero mean, unit variance: removes the large
+    lighting and skin-tone differences between faces)."""
+    mean, std = norm
+    if mean is None:
+        m = jnp.mean(x, axis=(-2, -1), keepdims=True)
+        s = jnp.std(x, axis=(-2, -1), keepdims=True)
+        return (x - m) / jnp.maximum(s, 1.0)
+    return (x - mean) / std
 
 
 def create_train_state(model, tx, seed: int, image_shape, mesh) -> TrainState:
@@ -184,7 +200,6 @@ def make_train_step(model, tx, config, norm: tuple[float, float], keep_frozen_st
     nan_step = config.train.debug_nan_step
     # float16 activations need the loss scaled up so that small gradients do not flush to zero.
     loss_scale = config.train.loss_scale or (1024.0 if config.train.dtype == "float16" else 1.0)
-    mean, std = norm
 
     def train_step(state: TrainState, data, batch):
         key = jax.random.fold_in(base_key, state.step)
@@ -196,7 +211,7 @@ def make_train_step(model, tx, config, norm: tuple[float, float], keep_frozen_st
             x = median3x3(x)
         targets = ti + lam[:, None] * (tj - ti)
         x, targets = augment(x, targets, aug_key)
-        x = ((x - mean) / std)[..., None]
+        x = normalize_images(x, norm)[..., None]
         k = targets.shape[-1]
         smoothed = targets * (1.0 - smoothing) + smoothing / k
 
@@ -266,7 +281,7 @@ def make_predict(
             x = median3x3(x)
         views = tta_views(x, tta, crop)
         v, b, h, w = views.shape
-        x = ((views.reshape(v * b, h, w) - mean) / std)[..., None]
+        x = normalize_images(views.reshape(v * b, h, w), norm)[..., None]
         probs = jax.nn.softmax(model.apply(variables, x, train=False))
         return probs.reshape(v, b, -1).mean(axis=0)
 
