@@ -315,6 +315,8 @@ RUNTIME_KEYS = (
     "train.checkpoint_every_steps",
     "train.checkpoint_every_minutes",
     "data.cache_dir",
+    "train.verbosity",
+    "train.progress_seconds",
 )
 
 
@@ -393,7 +395,8 @@ def train_and_evaluate(
 ) -> dict | None:
     """Trains on `data`, resuming from the workdir's latest checkpoint, then evaluates the best
     checkpoint on the test split. Returns the test report (None if halted early)."""
-    from ferjax import plots
+    from ferjax import plots, summaries
+    from ferjax.progress import Progress
 
     mesh = parallel.make_mesh()
     is_main = jax.process_index() == 0
@@ -455,6 +458,16 @@ def train_and_evaluate(
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
     log = MetricLog(workdir)
+    progress = Progress(
+        config.train.num_epochs,
+        steps_per_epoch,
+        global_batch,
+        config.train.verbosity,
+        config.train.progress_seconds,
+    )
+    if is_main and int(state.step) == 0:
+        summaries.write_hparams(log.writer, config)
+        summaries.write_augmented_inputs(log.writer, 0, train.images, config)
 
     def meta_at(step: int) -> dict:
         return {
@@ -468,6 +481,7 @@ def train_and_evaluate(
         }
 
     def finish(message: str):
+        progress.close()
         ckpts.wait()
         ckpts.close()
         log.close()
@@ -489,11 +503,13 @@ def train_and_evaluate(
                 start_step=step - epoch * steps_per_epoch,
             )
             t_epoch = time.time()
+            progress.begin_epoch(epoch, step - epoch * steps_per_epoch)
             rolled_back = False
             for local in batches:
                 state, m = train_step(state, on_device, parallel.global_batch(local, mesh))
                 sums = _accumulate(sums, m)
                 step += 1
+                progress.step(m)
                 end_of_epoch = step % steps_per_epoch == 0
                 every = config.train.checkpoint_every_steps
                 minutes = config.train.checkpoint_every_minutes
@@ -521,7 +537,9 @@ def train_and_evaluate(
                                 flush=True,
                             )
                             rolled_back = True
+                            progress.close()
                             break
+                        progress.close()
                         ckpts.wait()
                         ckpts.close()
                         log.close()
@@ -530,6 +548,7 @@ def train_and_evaluate(
                             f"checkpoint is step {good} in {ckpts.latest.directory}"
                         )
                     elapsed = max(time.time() - t_log, 1e-9)
+                    progress.train_window(s)
                     if s["count"] > 0:
                         log.write(
                             step,
@@ -562,14 +581,9 @@ def train_and_evaluate(
                     ckpts.save_best(step, state, meta_at(step))
                 ckpts.save_latest(step, state, meta_at(step))
                 t_ckpt = time.time()
-                recalls = " ".join(f"{n}={m['recall']:.2f}" for n, m in report["per_class"].items())
-                print(
-                    f"epoch {epoch + 1}/{config.train.num_epochs} step {step}: "
-                    f"val accuracy {report['accuracy']:.4f} "
-                    f"balanced {report['balanced_accuracy']:.4f} loss {report['loss']:.4f} | "
-                    f"recall {recalls} | {time.time() - t_epoch:.1f}s",
-                    flush=True,
-                )
+                if is_main:
+                    summaries.write_confusion_matrix(log.writer, step, report)
+                progress.end_epoch(step, report, time.time() - t_epoch)
             if stop.signum is not None or (jax.process_count() > 1 and stop.requested(step)):
                 finish(f"stopped by signal at step {step}; checkpoint saved, re-run to resume")
                 raise Preempted(f"stopped by signal at step {step}; re-run to resume")
@@ -590,6 +604,8 @@ def train_and_evaluate(
     report["tta"] = config.eval.tta
     report["checkpoint_step"] = int(state.step)
     log.write(int(state.step), "test", _val_scalars(report))
+    if is_main:
+        summaries.write_confusion_matrix(log.writer, int(state.step), report)
     log.close()
     if is_main:
         with open(os.path.join(workdir, "report.json"), "w") as f:
@@ -597,7 +613,7 @@ def train_and_evaluate(
         plots.training_curves(
             os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "training_curves.png")
         )
-        plots.confusion_matrix(report, os.path.join(workdir, "confusion_matrix.png"))
+        plots.report_figures(workdir, report, test.labels, probs, test.images, test.rows)
         print(
             f"test accuracy {report['accuracy']:.4f} balanced {report['balanced_accuracy']:.4f} "
             f"macro-F1 {report['macro_f1']:.4f} -> {os.path.join(workdir, 'report.json')}",
