@@ -2,10 +2,14 @@
 compare. One tiny run is trained once per module and shared by every test."""
 
 import io
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 from PIL import Image
 
 from ferjax.errors import ConfigError
@@ -166,3 +170,164 @@ def test_confident_mistakes_order():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     idx, conf = confident_mistakes(np.array([1, 1, 1, 0]), probs)
     assert idx.tolist() == [0, 3, 2] and conf.tolist() == [0.9, 0.7, 0.6]
+
+
+# ------------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_reproduces_training_report(workdir, capsys):
+    from ferjax.evaluate import main
+
+    assert main(["--workdir", str(workdir), "--no_figures"]) == 0
+    final = json.loads((workdir / "report.json").read_text())
+    again = json.loads((workdir / "report_test.json").read_text())
+    assert {k: again[k] for k in final} == final
+    assert again["checkpoint"] == "best"
+    out = capsys.readouterr().out
+    assert f"accuracy {final['accuracy']:.4f}" in out and "happy" in out
+
+
+def test_evaluate_other_split_and_data_file(workdir, tmp_path, capsys):
+    from ferjax.data.fer2013 import write_fer2013_csv
+    from ferjax.data.synthetic import make_synthetic
+    from ferjax.evaluate import evaluate
+
+    # The run's own val split, with flip TTA and the latest checkpoint.
+    report = evaluate(str(workdir), "val", "flip", "latest", figures=True)
+    assert report["split"] == "val" and report["tta"] == "flip" and report["examples"] == 64
+    assert (workdir / "report_val.json").exists() and (workdir / "reliability_val.png").exists()
+    # Another data file: a FER2013 CSV of other procedural faces.
+    csv = tmp_path / "fer2013.csv"
+    write_fer2013_csv(str(csv), make_synthetic(40, 20, 30, seed=5))
+    report = evaluate(str(workdir), "test", data_path=str(csv), data_name="fer2013", figures=False)
+    assert report["examples"] == 30 and report["data"].endswith("fer2013.csv")
+
+
+def _cli(module, *args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", f"ferjax.{module}", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = _cli("evaluate", f"--workdir={tmp_path}")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "config.json: missing" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = _cli("compare", str(tmp_path / "nope"))
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------------------- predict
+
+
+def _detected_face(trained):
+    """A procedural happy face, upscaled to 160x160 and pasted at (200, 100) into a noisy
+    480x360 photo, that the Haar cascade finds (it finds about half of them)."""
+    from ferjax.data.synthetic import render_faces
+    from ferjax.predict import detect_faces, face_detector
+
+    rng = np.random.default_rng(0)
+    detector = face_detector()
+    for face in render_faces(np.full(12, 3), rng):
+        up = np.asarray(Image.fromarray(face).resize((160, 160), Image.Resampling.BILINEAR))
+        photo = rng.normal(128, 30, (360, 480)).clip(0, 255).astype(np.uint8)
+        photo[100:260, 200:360] = up
+        if any(_iou(b, (200, 100, 160, 160)) > 0.5 for b in detect_faces(photo, detector)):
+            return photo
+    pytest.fail("the Haar cascade found none of 12 procedural faces")
+
+
+def _iou(a, b):
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
+def test_predict_detects_face_and_label_matches_crop(trained, workdir, tmp_path, capsys):
+    from ferjax.predict import crop_face, main
+
+    photo = _detected_face(trained)
+    rgb = np.stack([photo, photo // 2, photo], -1)  # colour, converted to gray like training
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    Image.fromarray(np.full((200, 300), 90, np.uint8)).save(tmp_path / "blank.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    args = ["--workdir", str(workdir), "--json", "--annotate", str(tmp_path / "ann")]
+    files = [str(tmp_path / n) for n in ("photo.png", "blank.png", "broken.jpg")]
+    assert main(args + files) == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    faces = [r for r in records if r["file"] == files[0]]
+    assert faces and max(_iou(f["box"], (200, 100, 160, 160)) for f in faces) > 0.5
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))
+    for f in faces:
+        probs = trained.classify(crop_face(gray, f["box"], 0.1, 48)[None])[0]
+        assert f["label"] == trained.class_names[int(probs.argmax())]
+        assert list(f["probabilities"].values()) == pytest.approx(probs.tolist(), abs=1e-5)
+    assert {"file": files[1], "error": "no face found"} in records
+    assert any(r["file"] == files[2] and "cannot read image" in r["error"] for r in records)
+    assert "error: " in captured.err and "broken.jpg: cannot read image" in captured.err
+    with Image.open(tmp_path / "ann" / "photo_annotated.png") as im:
+        assert im.size == (480, 360)
+
+
+def test_predict_no_detect_and_all_failed(trained, workdir, tmp_path, capsys):
+    from ferjax.data.synthetic import render_faces
+    from ferjax.predict import main
+
+    faces = render_faces(np.array([3, 5]), np.random.default_rng(1))
+    Image.fromarray(faces[0]).save(tmp_path / "a.png")
+    big = Image.fromarray(faces[1]).resize((96, 96), Image.Resampling.BILINEAR)
+    big.save(tmp_path / "b.png")
+    assert main(["--workdir", str(workdir), "--no-detect", str(tmp_path / "a.png"),
+                 str(tmp_path / "b.png")]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    expected = trained.classify(
+        np.stack([faces[0], np.asarray(big.resize((48, 48), Image.Resampling.BILINEAR))])
+    )
+    for line, probs, size in zip(lines, expected, (48, 96)):
+        label = trained.class_names[int(probs.argmax())]
+        assert f"face 1 box=0,0,{size},{size} {label} {probs.max():.2f}" in line
+    (tmp_path / "c.png").write_bytes(b"")
+    assert main(["--workdir", str(workdir), str(tmp_path / "c.png")]) == 1
+
+
+# ------------------------------------------------------------------------------- export
+
+
+def test_export_savedmodel_matches_jax(trained, tmp_path):
+    from ferjax.export import check_images, export_savedmodel, savedmodel_probs
+
+    out = export_savedmodel(trained, str(tmp_path / "sm"))
+    images = check_images(trained, 5)
+    got = savedmodel_probs(out, images)
+    want = trained.classify(images)
+    assert got.shape == (5, 7)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    assert (tmp_path / "sm" / "labels.txt").read_text().split() == list(trained.class_names)
+
+
+# ------------------------------------------------------------------------------- compare
+
+
+def test_compare_table_and_plot(workdir, tmp_path, capsys):
+    from ferjax.compare import main
+
+    other = json.loads((workdir / "report.json").read_text())
+    other["accuracy"] = 0.99
+    other["per_class"]["sad"]["recall"] = 0.75
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "report.json").write_text(json.dumps(other))
+    out = tmp_path / "cmp.png"
+    assert main([str(workdir), str(tmp_path / "b"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "0.9900*" in text and "0.7500*" in text and "recall sad" in text and "f1 happy" in text
+    assert _png_size(out)[0] >= 800
