@@ -163,6 +163,12 @@ def get_config() -> ml_collections.ConfigDict:
     train.loss_scale = 0.0
     # Log training metrics every N steps (metrics stay on the device in between).
     train.log_every_steps = 50
+    # Console output (process 0 only): 0 quiet (warnings, errors and the final test line) |
+    # 1 a progress bar per epoch on a terminal (steps, images/s, loss, ETA), a plain progress
+    # line every progress_seconds otherwise (log files, CI), and one summary line per epoch |
+    # 2 also per-class precision and ECE per epoch, and progress lines 3x as often.
+    train.verbosity = 1
+    train.progress_seconds = 30.0
     # Also checkpoint every N steps (0 = only at the end of each epoch).
     train.checkpoint_every_steps = 0
     # Validation metric that selects the best checkpoint: accuracy | balanced_accuracy |

@@ -82,6 +82,18 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         value = _get(config, key)
         _check(value >= 0, key, value, "a number >= 0")
     _check(
+        config.train.verbosity in (0, 1, 2),
+        "train.verbosity",
+        config.train.verbosity,
+        "0 (quiet), 1 (default) or 2 (verbose)",
+    )
+    _check(
+        config.train.progress_seconds > 0,
+        "train.progress_seconds",
+        config.train.progress_seconds,
+        "a positive number of seconds",
+    )
+    _check(
         0 < config.train.nan_lr_factor <= 1,
         "train.nan_lr_factor",
         config.train.nan_lr_factor,

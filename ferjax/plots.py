@@ -49,6 +49,10 @@ def training_curves(metrics_path: str, out_path: str) -> None:
 
 def confusion_matrix(report: dict, out_path: str) -> None:
     """Counts and row-normalised confusion matrices side by side, with class names."""
+    _save(confusion_matrix_figure(report), out_path)
+
+
+def confusion_matrix_figure(report: dict):
     cm = np.asarray(report["confusion_matrix"], np.float64)
     names = report["class_names"]
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -75,5 +79,168 @@ def confusion_matrix(report: dict, out_path: str) -> None:
                     fontsize=8,
                 )
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
+    return fig
+
+
+def _save(fig, out_path: str) -> None:
+    fig.savefig(out_path, dpi=DPI)
     plt.close(fig)
+
+
+DPI = 100
+
+
+def precision_recall_figure(report: dict):
+    """Per-class precision, recall and F1 as grouped bars (support under each name)."""
+    names = report["class_names"]
+    per = report["per_class"]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=bars_size(len(names)))
+    for offset, key in ((-0.27, "precision"), (0.0, "recall"), (0.27, "f1")):
+        values = [per[n][key] for n in names]
+        ax.bar(x + offset, values, width=0.27, label=key)
+    ax.set_xticks(x, [f"{n}\n({per[n]['support']})" for n in names])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score")
+    ax.set_title(
+        f"{report['split']}: per-class precision / recall / F1 "
+        f"(balanced acc {report['balanced_accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f})",
+        fontsize=10,
+    )
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def bars_size(num_classes: int) -> tuple[float, float]:
+    return (max(6.0, 1.5 + 0.9 * num_classes), 4.0)
+
+
+def reliability_figure(labels: np.ndarray, probs: np.ndarray, split: str, bins: int = 15):
+    """Accuracy vs confidence of the top-1 prediction in equal-width bins (the ECE bins), with
+    the fraction of examples per bin underneath."""
+    from ferjax.metrics import expected_calibration_error
+
+    conf = probs.max(axis=-1)
+    correct = probs.argmax(axis=-1) == labels
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    edges = np.linspace(0, 1, bins + 1)
+    centers = (edges[:-1] + edges[1:]) / 2
+    count = np.bincount(which, minlength=bins)
+    acc = np.bincount(which, weights=correct, minlength=bins) / np.maximum(count, 1)
+    mean_conf = np.bincount(which, weights=conf, minlength=bins) / np.maximum(count, 1)
+    ece = expected_calibration_error(labels, probs, bins)
+    fig, (ax, ax_n) = plt.subplots(
+        2, 1, figsize=RELIABILITY_SIZE, gridspec_kw={"height_ratios": [3, 1]}, sharex=True
+    )
+    has = count > 0
+    ax.bar(centers[has], acc[has], width=1 / bins, edgecolor="black", alpha=0.8, label="accuracy")
+    ax.bar(
+        centers[has],
+        (mean_conf - acc)[has],
+        bottom=acc[has],
+        width=1 / bins,
+        color="tab:red",
+        alpha=0.3,
+        label="gap to confidence",
+    )
+    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{split}: reliability (ECE {ece:.3f}, {len(labels)} examples)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax_n.bar(centers, count / max(len(labels), 1), width=1 / bins, color="gray")
+    ax_n.set_xlabel("confidence (top-1 probability)")
+    ax_n.set_ylabel("fraction")
+    fig.tight_layout()
+    return fig
+
+
+RELIABILITY_SIZE = (5.0, 6.0)
+
+
+def confident_mistakes(
+    labels: np.ndarray, probs: np.ndarray, count: int = 24
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the `count` wrong predictions with the highest confidence, most confident
+    first, and their confidences. The usual place to find mislabelled data."""
+    preds = probs.argmax(axis=-1)
+    wrong = np.flatnonzero(preds != labels)
+    conf = probs[wrong, preds[wrong]]
+    order = np.argsort(-conf, kind="stable")[:count]
+    return wrong[order], conf[order]
+
+
+MISTAKE_COLUMNS = 8
+
+
+def mistakes_size(count: int) -> tuple[float, float]:
+    rows = max(1, -(-count // MISTAKE_COLUMNS))
+    return (MISTAKE_COLUMNS * 1.4, rows * 1.7 + 0.5)
+
+
+def mistakes_figure(
+    images: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    class_names,
+    split: str,
+    rows: np.ndarray | None = None,
+    count: int = 24,
+):
+    """A grid of the most confidently wrong images: true label, prediction and confidence
+    (and the source row, to look the example up)."""
+    idx, conf = confident_mistakes(labels, probs, count)
+    fig, axes = plt.subplots(
+        max(1, -(-count // MISTAKE_COLUMNS)), MISTAKE_COLUMNS, figsize=mistakes_size(count)
+    )
+    axes = np.atleast_1d(axes).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, i, c in zip(axes, idx, conf):
+        ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+        where = f" row {int(rows[i])}" if rows is not None else ""
+        ax.set_title(
+            f"true {class_names[labels[i]]}\npred {class_names[probs[i].argmax()]} {c:.2f}"
+            f"\n{where.strip()}",
+            fontsize=7,
+        )
+    fig.suptitle(
+        f"{split}: {len(idx)} most confidently wrong of {int((probs.argmax(-1) != labels).sum())} "
+        "errors",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def report_figures(
+    out_dir: str,
+    report: dict,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    images: np.ndarray,
+    rows: np.ndarray | None = None,
+    suffix: str = "",
+) -> list[str]:
+    """Writes the evaluation figures of one split; returns their paths.
+
+    confusion_matrix, per_class (precision/recall bars), reliability, mistakes (.png, + suffix).
+    """
+    import os
+
+    names = report["class_names"]
+    figures = {
+        "confusion_matrix": lambda: confusion_matrix_figure(report),
+        "per_class": lambda: precision_recall_figure(report),
+        "reliability": lambda: reliability_figure(labels, probs, report["split"]),
+        "mistakes": lambda: mistakes_figure(images, labels, probs, names, report["split"], rows),
+    }
+    paths = []
+    for name, make in figures.items():
+        path = os.path.join(out_dir, f"{name}{suffix}.png")
+        _save(make(), path)
+        paths.append(path)
+    return paths

@@ -362,6 +362,8 @@ RUNTIME_KEYS = (
     "train.checkpoint_every_minutes",
     "data.cache_dir",
     "train.peak_flops_per_device",
+    "train.verbosity",
+    "train.progress_seconds",
 )
 
 
@@ -464,7 +466,8 @@ def train_and_evaluate(
 ) -> dict | None:
     """Trains on `data`, resuming from the workdir's latest checkpoint, then evaluates the best
     checkpoint on the test split. Returns the test report (None if halted early)."""
-    from ferjax import plots
+    from ferjax import plots, summaries
+    from ferjax.progress import Progress
 
     mesh = parallel.make_mesh()
     is_main = jax.process_index() == 0
@@ -544,6 +547,16 @@ def train_and_evaluate(
             json.dump(sampler.report(), f, indent=2)
     say(sampler.summary_line())
     log = MetricLog(workdir)
+    progress = Progress(
+        config.train.num_epochs,
+        steps_per_epoch,
+        global_batch,
+        config.train.verbosity,
+        config.train.progress_seconds,
+    )
+    if is_main and int(state.step) == 0:
+        summaries.write_hparams(log.writer, config)
+        summaries.write_augmented_inputs(log.writer, 0, train.images, config)
 
     def meta_at(step: int) -> dict:
         return {
@@ -557,6 +570,7 @@ def train_and_evaluate(
         }
 
     def finish(message: str):
+        progress.close()
         ckpts.wait()
         ckpts.close()
         log.close()
@@ -616,11 +630,13 @@ def train_and_evaluate(
                 host_arrays=host_arrays,
             )
             t_epoch = time.time()
+            progress.begin_epoch(epoch, step - epoch * steps_per_epoch)
             rolled_back = False
             for local in batches:
                 state, m = train_step(state, on_device, parallel.global_batch(local, mesh))
                 sums = _accumulate(sums, m)
                 step += 1
+                progress.step(m)
                 end_of_epoch = step % steps_per_epoch == 0
                 every = config.train.checkpoint_every_steps
                 minutes = config.train.checkpoint_every_minutes
@@ -648,7 +664,9 @@ def train_and_evaluate(
                                 f"{step} with learning-rate scale {float(state.lr_scale):g}"
                             )
                             rolled_back = True
+                            progress.close()
                             break
+                        progress.close()
                         ckpts.wait()
                         ckpts.close()
                         log.close()
@@ -657,6 +675,7 @@ def train_and_evaluate(
                             f"checkpoint is step {good} in {ckpts.latest.directory}"
                         )
                     elapsed = max(time.time() - t_log, 1e-9)
+                    progress.train_window(s)
                     if s["count"] > 0:
                         scalars = {
                             "loss": s["loss_sum"] / s["count"],
@@ -686,13 +705,9 @@ def train_and_evaluate(
                     ckpts.save_best(step, state, meta_at(step))
                 ckpts.save_latest(step, state, meta_at(step))
                 t_ckpt = time.time()
-                recalls = " ".join(f"{n}={m['recall']:.2f}" for n, m in report["per_class"].items())
-                say(
-                    f"epoch {epoch + 1}/{config.train.num_epochs} step {step}: "
-                    f"val accuracy {report['accuracy']:.4f} "
-                    f"balanced {report['balanced_accuracy']:.4f} loss {report['loss']:.4f} | "
-                    f"recall {recalls} | {time.time() - t_epoch:.1f}s"
-                )
+                if is_main:
+                    summaries.write_confusion_matrix(log.writer, step, report)
+                progress.end_epoch(step, report, time.time() - t_epoch)
             if stop.requested(sync=True):
                 finish(f"stopped by signal at step {step}; checkpoint saved, re-run to resume")
                 raise Preempted(f"stopped by signal at step {step}; re-run to resume")
@@ -713,6 +728,8 @@ def train_and_evaluate(
     report["tta"] = config.eval.tta
     report["checkpoint_step"] = int(state.step)
     log.write(int(state.step), "test", _val_scalars(report))
+    if is_main:
+        summaries.write_confusion_matrix(log.writer, int(state.step), report)
     log.close()
     if is_main:
         with open(os.path.join(workdir, "report.json"), "w") as f:
@@ -720,7 +737,7 @@ def train_and_evaluate(
         plots.training_curves(
             os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "training_curves.png")
         )
-        plots.confusion_matrix(report, os.path.join(workdir, "confusion_matrix.png"))
+        plots.report_figures(workdir, report, test.labels, probs, test.images, test.rows)
         print(
             f"test accuracy {report['accuracy']:.4f} balanced {report['balanced_accuracy']:.4f} "
             f"macro-F1 {report['macro_f1']:.4f} -> {os.path.join(workdir, 'report.json')}",

@@ -65,18 +65,27 @@ def read_image(path: str, size: int) -> np.ndarray:
     """One image file -> uint8[size, size] grayscale. Raises OSError/ValueError if unreadable."""
     with Image.open(path) as im:
         im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            a = np.asarray(im, np.float64)
-            hi = 65535.0 if im.mode.startswith("I;16") else max(float(a.max()), 1.0)
-            im = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            im = im.convert("RGBA")
-            white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(white, im)
-        gray = im.convert("L")
-        if gray.size != (size, size):
-            gray = gray.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(gray, np.uint8)
+        return resize_face(to_grayscale(im), size)
+
+
+def to_grayscale(im: Image.Image) -> Image.Image:
+    """Any PIL image -> mode L: 16-bit and float scaled to 0..255, transparency on white."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, np.float64)
+        hi = 65535.0 if im.mode.startswith("I;16") else max(float(a.max()), 1.0)
+        im = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im)
+    return im.convert("L")
+
+
+def resize_face(gray: Image.Image, size: int) -> np.ndarray:
+    """A grayscale face image -> uint8[size, size] (bilinear), as every folder image is read."""
+    if gray.size != (size, size):
+        gray = gray.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(gray, np.uint8)
 
 
 def _list_images(folder: str, errors: RowErrors, skipped: Counter) -> list[str]:

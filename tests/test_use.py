@@ -1,0 +1,333 @@
+"""Using a trained model: progress output, TensorBoard, figures, evaluate, predict, export,
+compare. One tiny run is trained once per module and shared by every test."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, tiny_config
+from PIL import Image
+
+from ferjax.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from ferjax.main import run
+
+    path = tmp_path_factory.mktemp("run")
+    run(tiny_config(train__num_epochs=1, train__verbosity=0), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    from ferjax.inference import load_run
+
+    return load_run(str(workdir))
+
+
+# ------------------------------------------------------------------------------- progress
+
+
+def _fake_metrics(loss=2.0, count=32.0):
+    return {"loss_sum": np.float32(loss * count), "correct": np.float32(8), "count": count}
+
+
+def _report():
+    per = {n: {"precision": 0.5, "recall": 0.25, "f1": 0.3, "support": 3} for n in ("happy", "sad")}
+    return {
+        "accuracy": 0.5,
+        "balanced_accuracy": 0.25,
+        "macro_f1": 0.3,
+        "loss": 1.5,
+        "ece": 0.1,
+        "per_class": per,
+    }
+
+
+def test_progress_plain_lines_and_epoch_summary():
+    from ferjax.progress import Progress
+
+    out = io.StringIO()
+    p = Progress(2, 4, 32, verbosity=1, log_seconds=1e-6, stream=out, is_main=True)
+    p.begin_epoch(0, 0)
+    for _ in range(4):
+        p.step(_fake_metrics())
+    p.train_window({"loss_sum": 256.0, "correct": 64.0, "count": 128.0})
+    p.end_epoch(4, _report(), 1.25)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("epoch 1/2 step 1/4 (25%)") and "img/s loss 2.0000" in lines[0]
+    assert "eta" in lines[1]
+    assert lines[-1] == (
+        "epoch 1/2 step 4: train loss 2.0000 acc 0.5000 | val acc 0.5000 balanced 0.2500 "
+        "macro-F1 0.3000 loss 1.5000 | recall happy=0.25 sad=0.25 | 1.2s"
+    )
+
+
+def test_progress_bar_on_tty_quiet_and_verbose():
+    from ferjax.progress import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    p = Progress(1, 3, 32, verbosity=1, stream=tty, is_main=True)
+    p.begin_epoch(0, 0)
+    for _ in range(3):
+        p.step(_fake_metrics())
+    p.end_epoch(3, _report(), 1.0)
+    text = tty.getvalue()
+    assert "\r" in text and "3/3" in text and "img/s loss 2.0000" in text
+    assert text.rstrip().splitlines()[-1].startswith("epoch 1/1 step 3: val acc 0.5000")
+
+    quiet = io.StringIO()
+    p = Progress(1, 3, 32, verbosity=0, log_seconds=1e-6, stream=quiet, is_main=True)
+    p.begin_epoch(0, 0)
+    p.step(_fake_metrics())
+    p.end_epoch(3, _report(), 1.0)
+    assert quiet.getvalue() == ""
+
+    verbose = io.StringIO()
+    p = Progress(1, 3, 32, verbosity=2, stream=verbose, is_main=True)
+    p.begin_epoch(0, 0)
+    p.end_epoch(3, _report(), 1.0)
+    assert "precision happy=0.50" in verbose.getvalue() and "ece 0.1000" in verbose.getvalue()
+
+    other_process = io.StringIO()
+    p = Progress(1, 3, 32, verbosity=2, stream=other_process, is_main=False)
+    p.begin_epoch(0, 0)
+    p.end_epoch(3, _report(), 1.0)
+    assert other_process.getvalue() == ""
+
+
+@pytest.mark.parametrize("key,value", [("verbosity", 3), ("progress_seconds", 0.0)])
+def test_progress_config_validated(key, value):
+    from ferjax.config import validate
+
+    with pytest.raises(ConfigError, match=f"train.{key}"):
+        validate(tiny_config(**{f"train__{key}": value}))
+
+
+# ------------------------------------------------------------------------------- TensorBoard
+
+
+def test_tensorboard_event_files(workdir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(workdir), size_guidance={"tensors": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["tensors"])
+    for tag in (
+        "train/loss",
+        "train/accuracy",
+        "train/learning_rate",
+        "train/images_per_second",
+        "val/accuracy",
+        "val/balanced_accuracy",
+        "val/macro_f1",
+        "val/recall_happy",
+        "test/accuracy",
+    ):
+        assert tag in tags, tag
+        assert acc.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"
+    for tag in ("inputs/augmented", "val/confusion_matrix", "test/confusion_matrix"):
+        assert acc.SummaryMetadata(tag).plugin_data.plugin_name == "images", tag
+    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+    # The image summary holds [width, height, PNG]; the augmented grid is 8 faces wide.
+    width, height, png = acc.Tensors("inputs/augmented")[0].tensor_proto.string_val
+    assert int(width) == 8 * 50 + 2 and int(height) == 4 * 50 + 2 and png[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------------------- figures
+
+
+def _png_size(path):
+    assert path.stat().st_size > 2000, path
+    with Image.open(path) as im:
+        return im.size
+
+
+def test_figures_written_at_end_of_training(workdir):
+    from ferjax import plots
+
+    px = lambda size: (round(size[0] * plots.DPI), round(size[1] * plots.DPI))  # noqa: E731
+    assert _png_size(workdir / "training_curves.png") == (1100, 400)
+    assert _png_size(workdir / "confusion_matrix.png") == (1300, 650)
+    assert _png_size(workdir / "per_class.png") == px(plots.bars_size(7))
+    assert _png_size(workdir / "reliability.png") == px(plots.RELIABILITY_SIZE)
+    assert _png_size(workdir / "mistakes.png") == px(plots.mistakes_size(24))
+
+
+def test_confident_mistakes_order():
+    from ferjax.plots import confident_mistakes
+
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    idx, conf = confident_mistakes(np.array([1, 1, 1, 0]), probs)
+    assert idx.tolist() == [0, 3, 2] and conf.tolist() == [0.9, 0.7, 0.6]
+
+
+# ------------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_reproduces_training_report(workdir, capsys):
+    from ferjax.evaluate import main
+
+    assert main(["--workdir", str(workdir), "--no_figures"]) == 0
+    final = json.loads((workdir / "report.json").read_text())
+    again = json.loads((workdir / "report_test.json").read_text())
+    assert {k: again[k] for k in final} == final
+    assert again["checkpoint"] == "best"
+    out = capsys.readouterr().out
+    assert f"accuracy {final['accuracy']:.4f}" in out and "happy" in out
+
+
+def test_evaluate_other_split_and_data_file(workdir, tmp_path, capsys):
+    from ferjax.data.fer2013 import write_fer2013_csv
+    from ferjax.data.synthetic import make_synthetic
+    from ferjax.evaluate import evaluate
+
+    # The run's own val split, with flip TTA and the latest checkpoint.
+    report = evaluate(str(workdir), "val", "flip", "latest", figures=True)
+    assert report["split"] == "val" and report["tta"] == "flip" and report["examples"] == 64
+    assert (workdir / "report_val.json").exists() and (workdir / "reliability_val.png").exists()
+    # Another data file: a FER2013 CSV of other procedural faces.
+    csv = tmp_path / "fer2013.csv"
+    write_fer2013_csv(str(csv), make_synthetic(40, 20, 30, seed=5))
+    report = evaluate(str(workdir), "test", data_path=str(csv), data_name="fer2013", figures=False)
+    assert report["examples"] == 30 and report["data"].endswith("fer2013.csv")
+
+
+def _cli(module, *args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", f"ferjax.{module}", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = _cli("evaluate", f"--workdir={tmp_path}")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "config.json: missing" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = _cli("compare", str(tmp_path / "nope"))
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------------------- predict
+
+
+def _detected_face(trained):
+    """A procedural happy face, upscaled to 160x160 and pasted at (200, 100) into a noisy
+    480x360 photo, that the Haar cascade finds (it finds about half of them)."""
+    from ferjax.data.synthetic import render_faces
+    from ferjax.predict import detect_faces, face_detector
+
+    rng = np.random.default_rng(0)
+    detector = face_detector()
+    for face in render_faces(np.full(12, 3), rng):
+        up = np.asarray(Image.fromarray(face).resize((160, 160), Image.Resampling.BILINEAR))
+        photo = rng.normal(128, 30, (360, 480)).clip(0, 255).astype(np.uint8)
+        photo[100:260, 200:360] = up
+        if any(_iou(b, (200, 100, 160, 160)) > 0.5 for b in detect_faces(photo, detector)):
+            return photo
+    pytest.fail("the Haar cascade found none of 12 procedural faces")
+
+
+def _iou(a, b):
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
+def test_predict_detects_face_and_label_matches_crop(trained, workdir, tmp_path, capsys):
+    from ferjax.predict import crop_face, main
+
+    photo = _detected_face(trained)
+    rgb = np.stack([photo, photo // 2, photo], -1)  # colour, converted to gray like training
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    Image.fromarray(np.full((200, 300), 90, np.uint8)).save(tmp_path / "blank.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    args = ["--workdir", str(workdir), "--json", "--annotate", str(tmp_path / "ann")]
+    files = [str(tmp_path / n) for n in ("photo.png", "blank.png", "broken.jpg")]
+    assert main(args + files) == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    faces = [r for r in records if r["file"] == files[0]]
+    assert faces and max(_iou(f["box"], (200, 100, 160, 160)) for f in faces) > 0.5
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))
+    for f in faces:
+        probs = trained.classify(crop_face(gray, f["box"], 0.1, 48)[None])[0]
+        assert f["label"] == trained.class_names[int(probs.argmax())]
+        assert list(f["probabilities"].values()) == pytest.approx(probs.tolist(), abs=1e-5)
+    assert {"file": files[1], "error": "no face found"} in records
+    assert any(r["file"] == files[2] and "cannot read image" in r["error"] for r in records)
+    assert "error: " in captured.err and "broken.jpg: cannot read image" in captured.err
+    with Image.open(tmp_path / "ann" / "photo_annotated.png") as im:
+        assert im.size == (480, 360)
+
+
+def test_predict_no_detect_and_all_failed(trained, workdir, tmp_path, capsys):
+    from ferjax.data.synthetic import render_faces
+    from ferjax.predict import main
+
+    faces = render_faces(np.array([3, 5]), np.random.default_rng(1))
+    Image.fromarray(faces[0]).save(tmp_path / "a.png")
+    big = Image.fromarray(faces[1]).resize((96, 96), Image.Resampling.BILINEAR)
+    big.save(tmp_path / "b.png")
+    assert main(["--workdir", str(workdir), "--no-detect", str(tmp_path / "a.png"),
+                 str(tmp_path / "b.png")]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    expected = trained.classify(
+        np.stack([faces[0], np.asarray(big.resize((48, 48), Image.Resampling.BILINEAR))])
+    )
+    for line, probs, size in zip(lines, expected, (48, 96)):
+        label = trained.class_names[int(probs.argmax())]
+        assert f"face 1 box=0,0,{size},{size} {label} {probs.max():.2f}" in line
+    (tmp_path / "c.png").write_bytes(b"")
+    assert main(["--workdir", str(workdir), str(tmp_path / "c.png")]) == 1
+
+
+# ------------------------------------------------------------------------------- export
+
+
+def test_export_savedmodel_matches_jax(trained, tmp_path):
+    from ferjax.export import check_images, export_savedmodel, savedmodel_probs
+
+    out = export_savedmodel(trained, str(tmp_path / "sm"))
+    images = check_images(trained, 5)
+    got = savedmodel_probs(out, images)
+    want = trained.classify(images)
+    assert got.shape == (5, 7)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    assert (tmp_path / "sm" / "labels.txt").read_text().split() == list(trained.class_names)
+
+
+# ------------------------------------------------------------------------------- compare
+
+
+def test_compare_table_and_plot(workdir, tmp_path, capsys):
+    from ferjax.compare import main
+
+    other = json.loads((workdir / "report.json").read_text())
+    other["accuracy"] = 0.99
+    other["per_class"]["sad"]["recall"] = 0.75
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "report.json").write_text(json.dumps(other))
+    out = tmp_path / "cmp.png"
+    assert main([str(workdir), str(tmp_path / "b"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "0.9900*" in text and "0.7500*" in text and "recall sad" in text and "f1 happy" in text
+    assert _png_size(out)[0] >= 800
