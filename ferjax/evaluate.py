@@ -1,6 +1,6 @@
 """Evaluates a trained run's checkpoint on a split, or on another data file.
 
-    python -m ferjax.evaluate --workdir=DIR [--split=test|val|train] [--tta=none|flip]
+    python -m ferjax.evaluate --workdir=DIR [--split=test|val|train] [--tta=none|flip|ten_crop]
         [--checkpoint=best|latest] [--data_path=FILE [--data_name=fer2013|ferplus|folder|tfds]]
 
 Writes DIR/report_<split>.json (the report.json schema) and the split's figures
@@ -40,8 +40,8 @@ def evaluate(
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split: got {split!r}, expected test, val or train")
-    if tta not in (None, "none", "flip"):
-        raise ConfigError(f"--tta: got {tta!r}, expected none or flip")
+    if tta not in (None, "none", "flip", "ten_crop"):
+        raise ConfigError(f"--tta: got {tta!r}, expected none, flip or ten_crop")
     hide_gpus_from_tensorflow()
     run = load_run(workdir, checkpoint)
     config = run.config
@@ -64,7 +64,7 @@ def evaluate(
         )
     mesh = parallel.make_mesh()
     predict = jax.jit(
-        make_predict(run.model, run.norm, tta, config.data.median_filter),
+        make_predict(run.model, run.norm, tta, config.data.median_filter, config.eval.tta_crop),
         out_shardings=parallel.replicated(mesh),
     )
     variables = parallel.replicate(run.variables, mesh)
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--workdir", required=True, help="the training run's workdir")
     p.add_argument("--split", default="test", choices=("test", "val", "train"))
-    p.add_argument("--tta", default=None, choices=("none", "flip"), help="default: the run's")
+    p.add_argument("--tta", default=None, choices=("none", "flip", "ten_crop"), help="default: the run's")
     p.add_argument("--checkpoint", default="best", choices=("best", "latest"))
     p.add_argument("--data_path", default=None, help="another data file or folder")
     p.add_argument("--data_name", default=None, help="its format (default: the run's data.name)")

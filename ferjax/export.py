@@ -34,7 +34,9 @@ def serving_fn(run, tta: str | None = None):
     from ferjax.train import make_predict
 
     tta = run.config.eval.tta if tta is None else tta
-    predict = make_predict(run.model, run.norm, tta, run.config.data.median_filter)
+    predict = make_predict(
+        run.model, run.norm, tta, run.config.data.median_filter, run.config.eval.tta_crop
+    )
     return lambda variables, images: predict(
         variables, images, jnp.arange(images.shape[0], dtype=jnp.int32)
     )

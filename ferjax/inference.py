@@ -46,7 +46,15 @@ class TrainedRun:
         from ferjax.train import make_predict
 
         tta = self.config.eval.tta if tta is None else tta
-        return jax.jit(make_predict(self.model, self.norm, tta, self.config.data.median_filter))
+        return jax.jit(
+            make_predict(
+                self.model,
+                self.norm,
+                tta,
+                self.config.data.median_filter,
+                self.config.eval.tta_crop,
+            )
+        )
 
     def classify(self, images: np.ndarray, tta: str | None = None, batch_size: int = 64):
         """Class probabilities float32[N, K] of uint8[N, H, W] faces, in fixed-size batches (one
@@ -139,7 +147,9 @@ def load_run(workdir: str, checkpoint: str = "best") -> TrainedRun:
     info = _read_json(os.path.join(workdir, "model_info.json"), "the run never started training")
     class_names = tuple(info["class_names"])
     image_shape = tuple(int(s) for s in info["image_shape"])
-    norm = (float(info["normalization"]["mean"]), float(info["normalization"]["std"]))
+    stats = info["normalization"]
+    # (None, None) = per-image standardisation (data.normalize=per_image).
+    norm = (None, None) if stats["mean"] is None else (float(stats["mean"]), float(stats["std"]))
     model = create_model(config, len(class_names))
     key = jax.random.PRNGKey(0)
     dummy = jnp.zeros((1, *image_shape, 1), jnp.float32)

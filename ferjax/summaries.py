@@ -55,7 +55,9 @@ def augmented_samples(
 
     augment = jax.jit(make_augment(config.augment.ops))
     x = np.asarray(images[:count], np.float32)
-    out = np.asarray(augment(x, jax.random.PRNGKey(config.train.seed)))
+    targets = np.zeros((len(x), 1), np.float32)  # batch-level ops (mixup) need targets
+    out, _ = augment(x, targets, jax.random.PRNGKey(config.train.seed))
+    out = np.asarray(out)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
