@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--workdir", required=True, help="the training run's workdir")
     p.add_argument("--split", default="test", choices=("test", "val", "train"))
-    p.add_argument("--tta", default=None, choices=("none", "flip", "ten_crop"), help="default: the run's")
+    p.add_argument(
+        "--tta", default=None, choices=("none", "flip", "ten_crop"), help="default: the run's"
+    )
     p.add_argument("--checkpoint", default="best", choices=("best", "latest"))
     p.add_argument("--data_path", default=None, help="another data file or folder")
     p.add_argument("--data_name", default=None, help="its format (default: the run's data.name)")

@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-detect", dest="detect", action="store_false", help="inputs are faces")
     p.add_argument("--margin", type=float, default=0.1, help="crop margin, fraction of the box")
     p.add_argument("--checkpoint", default="best", choices=("best", "latest"))
-    p.add_argument("--tta", default=None, choices=("none", "flip", "ten_crop"), help="default: the run's")
+    p.add_argument(
+        "--tta", default=None, choices=("none", "flip", "ten_crop"), help="default: the run's"
+    )
     args = p.parse_args(argv)
 
     from ferjax.inference import load_run
