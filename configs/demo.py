@@ -10,7 +10,7 @@ from pathlib import Path
 def get_config():
     config = runpy.run_path(str(Path(__file__).with_name("default.py")))["get_config"]()
     config.data.name = "synthetic"
-    config.data.synthetic.num_train = 8000
+    config.data.synthetic.num_train = 5000
     config.data.synthetic.num_val = 1000
     config.data.synthetic.num_test = 1000
     config.model.name = "cnn"
@@ -20,6 +20,6 @@ def get_config():
     config.model.dropout = 0.3
     config.optim.learning_rate = 0.05
     config.train.batch_size = 128
-    config.train.num_epochs = 8
+    config.train.num_epochs = 5
     config.train.log_every_steps = 20
     return config
