@@ -159,6 +159,7 @@ def test_param_trees_and_train_step_agree_between_impls(name):
             params=variables["params"],
             batch_stats=variables["batch_stats"],
             opt_state=tx.init(variables["params"]),
+            lr_scale=jnp.ones((), jnp.float32),
         )
         step = jax.jit(make_train_step(model, tx, config, (128.0, 64.0)))
         for _ in range(2):
