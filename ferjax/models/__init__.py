@@ -36,6 +36,17 @@ def _resnet_style(config) -> str:
     return resnet_style(config)
 
 
+def _resnet(config, num_classes: int, dtype, stage_sizes) -> ResNet:
+    return ResNet(
+        num_classes=num_classes,
+        stage_sizes=stage_sizes,
+        width=config.model.width,
+        dropout=config.model.dropout,
+        dtype=dtype,
+        conv_impl=resolve_conv_impl(config.model.conv_impl),
+    )
+
+
 MODELS: dict[str, Callable] = {
     "cnn": lambda c, k, dt: FerCNN(
         num_classes=k,
@@ -47,22 +58,8 @@ MODELS: dict[str, Callable] = {
         dtype=dt,
         conv_impl=resolve_conv_impl(c.model.conv_impl),
     ),
-    "resnet18": lambda c, k, dt: ResNet(
-        num_classes=k,
-        stage_sizes=(2, 2, 2, 2),
-        width=c.model.width,
-        dropout=c.model.dropout,
-        dtype=dt,
-        conv_impl=resolve_conv_impl(c.model.conv_impl),
-    ),
-    "resnet34": lambda c, k, dt: ResNet(
-        num_classes=k,
-        stage_sizes=(3, 4, 6, 3),
-        width=c.model.width,
-        dropout=c.model.dropout,
-        dtype=dt,
-        conv_impl=resolve_conv_impl(c.model.conv_impl),
-    ),
+    "resnet18": lambda c, k, dt: _resnet(c, k, dt, (2, 2, 2, 2)),
+    "resnet34": lambda c, k, dt: _resnet(c, k, dt, (3, 4, 6, 3)),
     "vgg16": lambda c, k, dt: _transfer(c, k, dt, VGG16(dtype=dt)),
     "resnet50": lambda c, k, dt: _transfer(c, k, dt, ResNet50(style=_resnet_style(c), dtype=dt)),
 }
