@@ -272,7 +272,6 @@ def make_predict(
 
     With test-time augmentation the softmax outputs of the views are averaged.
     """
-    mean, std = norm
     tta_views(jnp.zeros((1, 4, 4)), tta, crop)  # rejects an unknown mode now
 
     def predict(variables, images, idx):
@@ -593,21 +592,17 @@ def train_and_evaluate(
 
     step = int(state.step)
     if config.train.peak_flops_per_device > 0 and step < total_steps:
-        probe = sampler.epoch_records(0)
-        probe = {k: v[:global_batch] for k, v in probe.items()}
-        probe_batch = {
-            k: v.reshape(jax.process_count(), -1, *v.shape[1:])[jax.process_index()]
-            for k, v in probe.items()
-        }
-        local = probe_batch
-        if host_arrays is not None:
-            local = {
-                **probe_batch,
-                "xi": host_arrays["images"][probe_batch["i"]],
-                "xj": host_arrays["images"][probe_batch["j"]],
-                "ti": host_arrays["targets"][probe_batch["i"]],
-                "tj": host_arrays["targets"][probe_batch["j"]],
-            }
+        # The first batch exactly as the loop gets it (this process's slice; host-gathered
+        # images under streaming placement).
+        local = next(
+            index_batches(
+                sampler.epoch_records(0),
+                global_batch,
+                jax.process_index(),
+                jax.process_count(),
+                host_arrays=host_arrays,
+            )
+        )
         cost = train_step.lower(
             state, on_device, parallel.global_batch(local, mesh)
         ).cost_analysis()
