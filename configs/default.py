@@ -117,10 +117,11 @@ def get_config() -> ml_collections.ConfigDict:
     # "block1,block2" for vgg16). Frozen parameters get no updates and their BatchNorm
     # statistics stay fixed. Empty = train everything.
     model.freeze = ""
-    # Convolution / max-pool implementation: auto (fast on CPU, xla on GPU/TPU) | xla (Flax's
-    # nn.Conv and nn.max_pool, XLA's own gradients) | fast (ferjax.ops: the same forward, but
-    # weight and pooling gradients computed as cache-sized GEMMs / masks, several times faster
-    # on XLA's CPU backend). All give the same parameter tree, so checkpoints interchange.
+    # Convolution / max-pool implementation: auto (xla on GPU/TPU; on CPU fast, or gemm when
+    # XLA's CPU convolutions run through YNNPACK, see ferjax/platform.py) | xla (Flax's nn.Conv
+    # and nn.max_pool, XLA's own gradients) | fast (nn.Conv + ferjax.ops.max_pool_2x2, whose
+    # gradient is ~4x faster on CPU) | gemm (fast + convolution weight gradients as cache-sized
+    # im2col GEMMs). All give the same parameter tree, so checkpoints interchange.
     model.conv_impl = "auto"
 
     # ---------------------------------------------------------------- optimiser

@@ -1,3 +1,9 @@
 """ferjax: a fast, correct, reproducible JAX/Flax trainer for facial expression recognition."""
 
 __version__ = "0.1.0"
+
+from ferjax import platform as _platform
+
+# XLA's CPU flags must be in place before JAX's first computation; see ferjax/platform.py
+# (FERJAX_CPU_TUNING=0 turns this off).
+_platform.configure_xla_cpu()

@@ -12,7 +12,7 @@ CHOICES = {
     "data.normalize": ("dataset", "per_image", "unit", "symmetric"),
     "data.ferplus_mode": ("majority", "probability"),
     "data.tfds_config": ("fer2013", "ferplus"),
-    "model.conv_impl": ("auto", "xla", "fast"),
+    "model.conv_impl": ("auto", "xla", "fast", "gemm"),
     "optim.name": ("sgd", "adamw", "adam"),
     "optim.schedule": ("cosine", "step", "constant"),
     "train.dtype": ("float32", "bfloat16", "float16"),

@@ -155,5 +155,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from ferjax import platform
+
+    platform.reexec_with_malloc_tuning("ferjax.main")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main, flags_parser=parse_flags)

@@ -12,7 +12,7 @@ import pytest
 from jax import lax
 
 from ferjax.models import create_model
-from ferjax.models.layers import FastConv, resolve_conv_impl
+from ferjax.models.layers import GemmConv, resolve_conv_impl
 from ferjax.ops import conv2d, max_pool_2x2
 from ferjax.train import TrainState, make_optimizer, make_train_step
 
@@ -97,22 +97,28 @@ def test_max_pool_matches_flax_including_ties(shape, dtype):
     np.testing.assert_array_equal(np.asarray(g, np.float32), np.asarray(g_ref, np.float32))
 
 
-def test_fast_conv_module_is_a_drop_in_for_nn_conv():
+def test_gemm_conv_module_is_a_drop_in_for_nn_conv():
     x = jnp.ones((2, 6, 6, 3))
     for kwargs in ({"use_bias": True}, {"use_bias": False}, {"strides": (2, 2)}):
         a = nn.Conv(4, (3, 3), **kwargs).init(jax.random.PRNGKey(0), x)
-        b = FastConv(4, (3, 3), **kwargs).init(jax.random.PRNGKey(0), x)
+        b = GemmConv(4, (3, 3), **kwargs).init(jax.random.PRNGKey(0), x)
         assert jax.tree.structure(a) == jax.tree.structure(b)
         jax.tree.map(np.testing.assert_array_equal, a, b)
         _close(
-            FastConv(4, (3, 3), **kwargs).apply(b, x),
+            GemmConv(4, (3, 3), **kwargs).apply(b, x),
             nn.Conv(4, (3, 3), **kwargs).apply(a, x),
             1e-6,
         )
 
 
-def test_resolve_conv_impl():
+def test_resolve_conv_impl(monkeypatch):
+    from ferjax import platform
+
+    monkeypatch.setattr(platform, "xla_cpu_convs_tuned", lambda: True)
     assert resolve_conv_impl("auto", "cpu") == "fast"
+    monkeypatch.setattr(platform, "xla_cpu_convs_tuned", lambda: False)
+    assert resolve_conv_impl("auto", "cpu") == "gemm"
+    assert resolve_conv_impl("gemm", "gpu") == "gemm"
     assert resolve_conv_impl("auto", "gpu") == "xla"
     assert resolve_conv_impl("auto", "tpu") == "xla"
     assert resolve_conv_impl("xla", "cpu") == "xla"
@@ -149,7 +155,7 @@ def test_param_trees_and_train_step_agree_between_impls(name):
         "weight": jnp.ones(8),
     }
     results = {}
-    for impl in ("xla", "fast"):
+    for impl in ("xla", "fast", "gemm"):
         config = _config(name, impl)
         model = create_model(config, k)
         tx, _ = make_optimizer(config, steps_per_epoch=10)
@@ -165,16 +171,18 @@ def test_param_trees_and_train_step_agree_between_impls(name):
         for _ in range(2):
             state, metrics = step(state, data, batch)
         results[impl] = (variables, state, metrics)
-    (v_xla, s_xla, m_xla), (v_fast, s_fast, m_fast) = results["xla"], results["fast"]
-    assert jax.tree.structure(v_xla) == jax.tree.structure(v_fast)
-    jax.tree.map(np.testing.assert_array_equal, v_xla, v_fast)
-    np.testing.assert_allclose(m_fast["loss_sum"], m_xla["loss_sum"], rtol=1e-5)
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-        s_fast.params,
-        s_xla.params,
-    )
-    assert optax.tree_utils.tree_l2_norm(s_fast.params) > 0
+    v_xla, s_xla, m_xla = results["xla"]
+    for impl in ("fast", "gemm"):
+        v, s, m = results[impl]
+        assert jax.tree.structure(v_xla) == jax.tree.structure(v)
+        jax.tree.map(np.testing.assert_array_equal, v_xla, v)
+        np.testing.assert_allclose(m["loss_sum"], m_xla["loss_sum"], rtol=1e-5)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+            s.params,
+            s_xla.params,
+        )
+        assert optax.tree_utils.tree_l2_norm(s.params) > 0
 
 
 def test_config_rejects_unknown_conv_impl():

@@ -1,8 +1,13 @@
 """Conv and max-pool layers chosen by `model.conv_impl`, with one parameter tree for all impls.
 
-xla: flax.linen.Conv / max_pool (XLA's own gradients; best on GPU/TPU).
-fast: FastConv / ferjax.ops.max_pool_2x2 (custom VJPs that are several times faster on CPU).
-auto: fast on the CPU backend, xla elsewhere.
+xla:  flax.linen.Conv / max_pool (XLA's own gradients; best on GPU/TPU).
+fast: StoredInputConv (flax.linen.Conv reading a stored input) / ferjax.ops.max_pool_2x2 (a
+      max-pool gradient ~4x faster than XLA's select_and_scatter on CPU); best on CPU when XLA's
+      convolutions run on its Eigen kernels, which ferjax.platform arranges by default.
+gemm: GemmConv / ferjax.ops.max_pool_2x2: the convolution's weight gradient as cache-sized
+      im2col GEMMs; best on CPU when XLA's convolutions go through YNNPACK (jaxlib 0.10's
+      default, i.e. with FERJAX_CPU_TUNING=0), whose weight gradients are ~8x slower.
+auto: on CPU, fast or gemm by ferjax.platform.xla_cpu_convs_tuned(); xla on any other backend.
 """
 
 from __future__ import annotations
@@ -14,21 +19,25 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ferjax import platform
 from ferjax.ops import conv2d, max_pool_2x2
 
-CONV_IMPLS = ("auto", "xla", "fast")
+CONV_IMPLS = ("auto", "xla", "fast", "gemm")
 
 
 def resolve_conv_impl(impl: str, backend: str | None = None) -> str:
-    """'auto' -> 'fast' on CPU, 'xla' on any other backend; 'xla' and 'fast' pass through."""
+    """'auto' -> 'fast' or 'gemm' on CPU (see the module docstring), 'xla' on any other backend;
+    the others pass through."""
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl: got {impl!r}, expected one of {', '.join(CONV_IMPLS)}")
     if impl != "auto":
         return impl
-    return "fast" if (backend or jax.default_backend()) == "cpu" else "xla"
+    if (backend or jax.default_backend()) != "cpu":
+        return "xla"
+    return "fast" if platform.xla_cpu_convs_tuned() else "gemm"
 
 
-class FastConv(nn.Module):
+class GemmConv(nn.Module):
     """Drop-in for nn.Conv (NHWC, HWIO 'kernel', optional 'bias', same init and dtype rules)
     whose weight gradient runs through ferjax.ops.conv2d."""
 
@@ -56,6 +65,26 @@ class FastConv(nn.Module):
         return y
 
 
+def _stored(x: jax.Array) -> jax.Array:
+    """x, behind a conditional that XLA cannot see through (the predicate is a runtime value
+    and both branches return x exactly), so x is materialised once and read as stored."""
+    pred = jnp.isfinite(x.reshape(-1)[0])
+    return jax.lax.cond(pred, lambda v: v, lambda v: v * 1, x)
+
+
+class StoredInputConv(nn.Conv):
+    """nn.Conv that reads its input as a stored array (values and gradients are nn.Conv's).
+
+    XLA's CPU weight gradient transposes the conv input to [Cin, H, W, B]. Left to itself XLA
+    fuses the input's producer (BatchNorm + ReLU) into that transpose and recomputes it with
+    strided reads: 180-300 ms for a 128x48x48x64 activation against 33 ms for transposing the
+    stored array (lax.optimization_barrier does not help: XLA's CPU pipeline removes it before
+    fusion). Measured on the default CNN: train step ~10% faster (bench/README.md)."""
+
+    def __call__(self, inputs):
+        return super().__call__(_stored(inputs))
+
+
 def conv(
     impl: str,
     features: int,
@@ -65,8 +94,9 @@ def conv(
     dtype: Any = jnp.float32,
     name: str | None = None,
 ) -> nn.Module:
-    """A square SAME convolution module: nn.Conv for impl 'xla', FastConv for 'fast'."""
-    cls = FastConv if resolve_conv_impl(impl) == "fast" else nn.Conv
+    """A square SAME convolution module: GemmConv for impl 'gemm', nn.Conv otherwise."""
+    impl = resolve_conv_impl(impl)
+    cls = {"gemm": GemmConv, "fast": StoredInputConv}.get(impl, nn.Conv)
     return cls(
         features,
         (kernel, kernel),
@@ -80,6 +110,6 @@ def conv(
 
 def max_pool(impl: str, x: jax.Array) -> jax.Array:
     """2x2 / stride-2 max-pooling of x [B, H, W, C] -> [B, H//2, W//2, C]."""
-    if resolve_conv_impl(impl) == "fast":
+    if resolve_conv_impl(impl) in ("fast", "gemm"):
         return max_pool_2x2(x)
     return nn.max_pool(x, (2, 2), strides=(2, 2))
