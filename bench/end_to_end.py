@@ -1,0 +1,298 @@
+"""End to end: one epoch on FER2013-sized data, from the Kaggle CSV to a tested model.
+
+python -m bench.end_to_end [--model demo_cnn] [--frameworks ferjax,keras,torch] [--train 28709]
+
+Writes procedural faces (FER2013's class proportions; --train training rows plus 3,589
+PublicTest and 3,589 PrivateTest rows) as a Kaggle-format fer2013.csv, then runs each framework
+in a fresh process and times it from command to exit:
+
+- ferjax: `python -m ferjax.main` on that CSV (cleaning, tf.data index pipeline, on-device
+  augmentation, one epoch, validation, checkpoint, test report and plots);
+- keras: the seed recipe - parse the CSV, `ImageDataGenerator(rotation_range=10,
+  width_shift_range=0.1, height_shift_range=0.1, horizontal_flip=True).flow(...)` and
+  `model.fit(..., validation_data=...)`, then `model.evaluate` on the test rows;
+- torch: the same parse, a DataLoader and the equivalent augmentation (random flip, +-10 degree
+  rotation and +-10% shift through affine_grid / grid_sample), then validation and test.
+
+All three train the same model (bench/peers.py builds the Keras and PyTorch versions of ferjax's
+model) with SGD (momentum 0.9, Nesterov, weight decay 5e-4), batch 128, float32. Besides the
+wall time, each run reports its training-loop time and test accuracy (a sanity check that all
+three learn). Writes bench/results/end_to_end-<UTC time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BATCH = 128
+# model -> ferjax config file
+CONFIGS = {"demo_cnn": "demo.py", "cnn": "cnn.py", "resnet18": "resnet.py"}
+# ferjax augmentation equivalent to the ImageDataGenerator above (0.1 * 48 px ~ 5 px shifts).
+FERJAX_AUGMENT = "flip|shift(pad=5)|rotate(degrees=10)"
+
+
+def write_csv(path: Path, num_train: int) -> None:
+    from ferjax.data.fer2013 import write_fer2013_csv
+    from ferjax.data.synthetic import make_synthetic
+
+    write_fer2013_csv(str(path), make_synthetic(num_train, 3589, 3589, seed=0))
+
+
+# ----------------------------------------------------------------------------- peers
+
+
+def read_csv(path: str):
+    """The seed recipe's parse: one split of the pixel string per row."""
+    import csv
+
+    import numpy as np
+
+    usage = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+    out = {s: ([], []) for s in usage.values()}
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for emotion, pixels, use in reader:
+            images, labels = out[usage[use]]
+            images.append(np.array(pixels.split(), np.uint8).reshape(48, 48))
+            labels.append(int(emotion))
+    return {s: (np.stack(i), np.array(lab, np.int64)) for s, (i, lab) in out.items()}
+
+
+def run_keras(csv_path: str, model_name: str, epochs: int) -> dict:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from bench.peers import _keras_model
+
+    tf.config.set_visible_devices([], "GPU")
+    keras.utils.set_random_seed(0)
+    t0 = time.perf_counter()
+    data = read_csv(csv_path)
+    t_parse = time.perf_counter() - t0
+    (x, y), (xv, yv), (xt, yt) = (data[s] for s in ("train", "val", "test"))
+    x, xv, xt = (a[..., None].astype(np.float32) / 255.0 for a in (x, xv, xt))
+    try:
+        from keras.src.legacy.preprocessing.image import ImageDataGenerator
+    except ImportError:  # older Keras / tf.keras
+        from tensorflow.keras.preprocessing.image import ImageDataGenerator
+    gen = ImageDataGenerator(
+        rotation_range=10, width_shift_range=0.1, height_shift_range=0.1, horizontal_flip=True
+    )
+    model = _keras_model(model_name)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True, weight_decay=5e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    t1 = time.perf_counter()
+    model.fit(
+        gen.flow(x, y, batch_size=BATCH, seed=0),
+        epochs=epochs,
+        validation_data=(xv, yv),
+        verbose=2,
+    )
+    t_train = time.perf_counter() - t1
+    _, acc = model.evaluate(xt, yt, batch_size=256, verbose=0)
+    return {"parse_s": t_parse, "train_s": t_train, "test_accuracy": float(acc)}
+
+
+def _torch_augment(torch, x):
+    """Random horizontal flip, rotation in [-10, 10] degrees and shifts in [-10%, 10%] of a
+    [B, 1, H, W] batch, one affine resampling (bilinear, zero fill) per batch."""
+    import math
+
+    b = x.shape[0]
+    flip = torch.where(torch.rand(b) < 0.5, -1.0, 1.0)
+    angle = (torch.rand(b) * 2 - 1) * math.radians(10)
+    shift = (torch.rand(b, 2) * 2 - 1) * 0.2  # normalised coords span 2: 10% of the width
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip, -sin, shift[:, 0]], 1),
+            torch.stack([sin * flip, cos, shift[:, 1]], 1),
+        ],
+        1,
+    )
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, align_corners=False)
+
+
+def run_torch(csv_path: str, model_name: str, epochs: int) -> dict:
+    import numpy as np
+    import torch
+
+    from bench.peers import _torch_model
+
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    data = read_csv(csv_path)
+    t_parse = time.perf_counter() - t0
+    tensors = {
+        s: (torch.from_numpy(i[:, None].astype(np.float32) / 255.0), torch.from_numpy(lab))
+        for s, (i, lab) in data.items()
+    }
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(*tensors["train"]),
+        batch_size=BATCH,
+        shuffle=True,
+        drop_last=True,
+    )
+    model = _torch_model(model_name).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def accuracy(split):
+        model.eval()
+        x, y = tensors[split]
+        correct = 0
+        with torch.no_grad():
+            for s in range(0, len(x), 256):
+                xb = x[s : s + 256].contiguous(memory_format=torch.channels_last)
+                correct += int((model(xb).argmax(1) == y[s : s + 256]).sum())
+        return correct / len(x)
+
+    t1 = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        for xb, yb in loader:
+            xb = _torch_augment(torch, xb).contiguous(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+        print(f"epoch {epoch + 1}: loss {loss.item():.4f} val acc {accuracy('val'):.4f}")
+    t_train = time.perf_counter() - t1
+    return {"parse_s": t_parse, "train_s": t_train, "test_accuracy": accuracy("test")}
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def _timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return wall, proc.stdout + proc.stderr
+
+
+def ferjax_run(csv_path: Path, model: str, epochs: int, workdir: Path) -> dict:
+    cmd = [
+        sys.executable,
+        "-m",
+        "ferjax.main",
+        f"--config={ROOT / 'configs' / CONFIGS[model]}",
+        f"--workdir={workdir}",
+        "--config.data.name=fer2013",
+        f"--config.data.path={csv_path}",
+        f"--config.train.num_epochs={epochs}",
+        f"--config.train.batch_size={BATCH}",
+        f"--config.augment.ops={FERJAX_AUGMENT}",
+        "--config.sampling.method=none",
+    ]
+    wall, out = _timed(cmd)
+    report = json.loads((workdir / "report.json").read_text())
+    epoch_s = [float(s) for s in re.findall(r"\| ([0-9.]+)s\s*$", out, re.M)]
+    return {
+        "wall_s": wall,
+        "train_s": sum(epoch_s) if epoch_s else None,
+        "test_accuracy": report["accuracy"],
+        "command": " ".join(cmd),
+    }
+
+
+def peer_run(framework: str, csv_path: Path, model: str, epochs: int) -> dict:
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.end_to_end",
+        "--peer-run",
+        framework,
+        "--csv",
+        str(csv_path),
+    ]
+    cmd += ["--model", model, "--epochs", str(epochs)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    wall, out = _timed(cmd, env)
+    result = json.loads(out.strip().splitlines()[-1].split("RESULT ", 1)[1])
+    return {"wall_s": wall, **result, "command": " ".join(cmd)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo_cnn", choices=sorted(CONFIGS))
+    parser.add_argument("--frameworks", default="ferjax,keras,torch")
+    parser.add_argument("--train", type=int, default=28709, help="training rows")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--csv", default="", help="use this fer2013.csv instead of generating")
+    parser.add_argument("--peer-run", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args(argv)
+
+    if args.peer_run:
+        run = {"keras": run_keras, "torch": run_torch}[args.peer_run]
+        print("RESULT " + json.dumps(run(args.csv, args.model, args.epochs)), flush=True)
+        return {}
+
+    with tempfile.TemporaryDirectory(prefix="ferjax-e2e-") as tmp:
+        csv_path = Path(args.csv) if args.csv else Path(tmp) / "fer2013.csv"
+        if not args.csv:
+            t = time.perf_counter()
+            write_csv(csv_path, args.train)
+            print(
+                f"wrote {csv_path} ({args.train} training rows) in {time.perf_counter() - t:.0f}s"
+            )
+        results = {
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "model": args.model,
+            "train_rows": args.train,
+            "epochs": args.epochs,
+            "batch": BATCH,
+            "runs": {},
+        }
+        for fw in args.frameworks.split(","):
+            if fw == "ferjax":
+                run = ferjax_run(csv_path, args.model, args.epochs, Path(tmp) / "ferjax")
+            else:
+                run = peer_run(fw, csv_path, args.model, args.epochs)
+            results["runs"][fw] = run
+            print(
+                f"{fw:7s} wall {run['wall_s']:7.1f}s  train loop "
+                f"{run['train_s'] or float('nan'):7.1f}s  test acc {run['test_accuracy']:.3f}",
+                flush=True,
+            )
+    runs = results["runs"]
+    if "ferjax" in runs:
+        for fw in runs:
+            if fw != "ferjax":
+                r = runs[fw]["wall_s"] / runs["ferjax"]["wall_s"]
+                results[f"ferjax_speedup_vs_{fw}"] = r
+                print(f"ferjax end to end {r:.2f}x faster than {fw}")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    stamp = results["time"].replace(":", "").replace("+0000", "")
+    path = Path(args.out) / f"end_to_end-{stamp}.json"
+    path.write_text(json.dumps(results, indent=1))
+    print(f"wrote {path}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
