@@ -110,6 +110,8 @@ class FerjaxStep:
         self.fn = jax.jit(make_train_step(model, tx, config, (128.0, 64.0)), donate_argnums=(0,))
         self.flops = None
         self.calls = 0
+        # Seconds until the jitted call returned (the step is dispatched, not finished).
+        self.dispatch_s: list[float] = []
 
     def compile(self) -> float:
         t = time.perf_counter()
@@ -124,18 +126,24 @@ class FerjaxStep:
         self.calls += 1
         t = time.perf_counter()
         self.state, metrics = self.fn(self.state, self.data, batch)
+        self.dispatch_s.append(time.perf_counter() - t)
         jax.block_until_ready((self.state, metrics))
         return time.perf_counter() - t
 
 
-def time_interleaved(runners: dict, steps: int, warmup: int) -> dict[str, list[float]]:
-    """Warm-up, then `steps` rounds of one step per runner in turn; returns seconds per step."""
+def time_interleaved(
+    runners: dict, steps: int, warmup: int, pause: float = 1.0
+) -> dict[str, list[float]]:
+    """Warm-up, then `steps` rounds of one step per runner in turn; returns seconds per step.
+    `pause` seconds of sleep before each timed step let the previous runner's worker threads
+    (OpenMP, Eigen and TensorFlow pools spin for a while after their work) go idle."""
     for r in runners.values():
         for _ in range(warmup):
             r.step()
     times = {k: [] for k in runners}
     for _ in range(steps):
         for k, r in runners.items():
+            time.sleep(pause)
             times[k].append(r.step())
     return times
 
@@ -148,6 +156,7 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds before each step")
     parser.add_argument("--peers", default="", help="comma-separated: torch")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args(argv)
@@ -177,7 +186,7 @@ def main(argv=None) -> dict:
             from bench import peers as peer_impls
 
             runners[peer] = peer_impls.make(peer, name, runners[args.impls.split(",")[0]].batch)
-        times = time_interleaved(runners, args.steps, args.warmup)
+        times = time_interleaved(runners, args.steps, args.warmup, args.pause)
         batch = next(iter(runners.values())).batch
         # XLA's cost analysis counts a scan body once: take FLOPs from the plain-XLA impl.
         first = "xla" if "xla" in runners else args.impls.split(",")[0]
@@ -191,6 +200,9 @@ def main(argv=None) -> dict:
                 "images_per_s": batch / med,
                 "mfu": flops / med / (peak["peak"] * 1e9) if flops else None,
             }
+        for k, r in runners.items():
+            if isinstance(r, FerjaxStep):
+                row["runs"][k]["median_dispatch_s"] = statistics.median(r.dispatch_s[-args.steps :])
         results["models"][name] = row
         print_row(name, row, args.impls.split(","), peers)
         # The machine's load changes during a run: the peak is the best seen before and after
@@ -241,7 +253,10 @@ def print_row(name: str, row: dict, impls: list[str], peers: list[str]) -> None:
     for k, r in runs.items():
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         step = r["median_step_s"]
-        print(f"  {k:8s} {r['images_per_s']:8.1f} images/s  median step {step:.3f} s  MFU {mfu}")
+        line = f"  {k:8s} {r['images_per_s']:8.1f} images/s  median step {step:.3f} s  MFU {mfu}"
+        if "median_dispatch_s" in r:
+            line += f"  (call returns after {1e3 * r['median_dispatch_s']:.1f} ms)"
+        print(line)
     ours = (
         runs["auto"]
         if "auto" in runs

@@ -96,12 +96,14 @@ def run(config, workdir: str):
     """Validates the config, loads the data and trains. Returns the test report."""
     import jax
 
+    from ferjax import platform
     from ferjax.config import check_workdir, validate
     from ferjax.data.load import load_data
     from ferjax.data.pipeline import hide_gpus_from_tensorflow
     from ferjax.train import train_and_evaluate
 
     hide_gpus_from_tensorflow()
+    platform.enable_compilation_cache(config.train.compilation_cache_dir)
     if jax.process_count() > 1 and jax.process_index() != 0:
         logging.set_verbosity(logging.ERROR)
     validate(config, jax.device_count())

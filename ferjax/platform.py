@@ -100,3 +100,27 @@ def reexec_with_malloc_tuning(module: str) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
+
+
+def compilation_cache_dir(setting: str) -> str:
+    """The directory for JAX's persistent compilation cache: "auto" -> $XDG_CACHE_HOME/ferjax/jax
+    (default ~/.cache/ferjax/jax), "" -> "" (off), anything else -> that path."""
+    if setting != "auto":
+        return os.path.expanduser(setting)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ferjax", "jax")
+
+
+def enable_compilation_cache(setting: str) -> str:
+    """Turns on JAX's persistent compilation cache (train.compilation_cache_dir); returns the
+    directory ("" when off). Every compiled program taking over 0.1 s to compile is stored."""
+    path = compilation_cache_dir(setting)
+    if not path:
+        return ""
+    import jax
+
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path

@@ -363,6 +363,7 @@ RUNTIME_KEYS = (
     "train.peak_flops_per_device",
     "train.verbosity",
     "train.progress_seconds",
+    "train.compilation_cache_dir",
 )
 
 
@@ -610,6 +611,7 @@ def train_and_evaluate(
         flops_per_step = float((cost or {}).get("flops", 0.0)) or None
         say(f"model FLOPs per step (XLA cost analysis): {flops_per_step or 0:.3g}")
     sums, t_log, t_ckpt = None, time.time(), time.time()
+    t_first = time.time()
     halt = config.train.halt_after_steps
     rollbacks = 0
     with StopSignal() as stop:
@@ -629,6 +631,11 @@ def train_and_evaluate(
             rolled_back = False
             for local in batches:
                 state, m = train_step(state, on_device, parallel.global_batch(local, mesh))
+                if t_first is not None:
+                    # The one-off wait that times start-up (bench/startup.py reads this line).
+                    jax.block_until_ready(m)
+                    say(f"first train step done: compiled and ran in {time.time() - t_first:.1f}s")
+                    t_first = None
                 sums = _accumulate(sums, m)
                 step += 1
                 progress.step(m)

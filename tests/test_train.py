@@ -178,3 +178,45 @@ def test_mixed_precision_trains(tmp_path, dtype):
     assert abs(a[1] - b[1]) < 0.05 * a[1]
     _, state = latest_params(str(tmp_path / dtype))
     assert all(x.dtype == np.float32 for x in jax.tree.leaves(state["params"]))
+
+
+def _host_fetches(monkeypatch, workdir, num_train: int, log_every: int) -> int:
+    """Device-to-host reads during one training run (setup, the step loop, evaluation)."""
+    from jax._src.array import ArrayImpl
+
+    from ferjax.data.load import load_data
+    from ferjax.train import train_and_evaluate
+
+    config = tiny_config(
+        data__synthetic__num_train=num_train,
+        train__num_epochs=1,
+        train__log_every_steps=log_every,
+        train__verbosity=0,
+        train__compilation_cache_dir="",
+    )
+    data = load_data(config)
+    count = [0]
+    value = ArrayImpl._value
+
+    def counted(self):
+        count[0] += 1
+        return value.fget(self)
+
+    # Every device-to-host read of a jax.Array (np.asarray, float(), .item(), jax.device_get)
+    # goes through ArrayImpl._value.
+    with monkeypatch.context() as m:
+        m.setattr(ArrayImpl, "_value", property(counted))
+        train_and_evaluate(config, str(workdir), data)
+    return count[0]
+
+
+def test_step_loop_syncs_with_the_host_only_at_log_points(tmp_path, monkeypatch):
+    # 10 steps logged every 5 and 20 steps logged every 10: the same number of log points,
+    # evaluations and checkpoints. A read per step anywhere in the loop would add 10 reads.
+    short = _host_fetches(monkeypatch, tmp_path / "short", num_train=320, log_every=5)
+    long = _host_fetches(monkeypatch, tmp_path / "long", num_train=640, log_every=10)
+    assert short > 0
+    assert long == short
+    # The log points themselves are counted: one more per extra log point.
+    more_logs = _host_fetches(monkeypatch, tmp_path / "logs", num_train=640, log_every=5)
+    assert more_logs > long
