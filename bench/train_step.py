@@ -2,6 +2,7 @@
 Keras peers of the same models, side by side.
 
 python -m bench.train_step [--models demo_cnn,cnn,resnet18] [--steps 5] [--peers torch,keras]
+python -m bench.train_step --dtype bfloat16 --batch 512 --models cnn,resnet18   # on a GPU
 
 Each model runs ferjax's real jitted train step (gather, augmentation, forward/backward, SGD with
 momentum and weight decay) on generated 48x48x1 data after warm-up; steps of all runners are
@@ -50,21 +51,25 @@ MODELS = {
 }
 
 
-def model_config(name: str, impl: str):
-    config_file, batch = MODELS[name]
+def model_config(name: str, impl: str, dtype: str = "float32", batch: int = 0):
+    config_file, default_batch = MODELS[name]
     config = runpy.run_path(str(ROOT / "configs" / config_file))["get_config"]()
     config.model.name = "resnet18" if name == "resnet18" else "cnn"
     config.model.conv_impl = impl
-    config.train.batch_size = batch
+    config.train.batch_size = batch or default_batch
+    config.train.dtype = dtype
     return config
 
 
-def practical_peak(size: int = 3072, reps: int = 5) -> dict:
-    """Best GFLOP/s of a float32 [size, size] matmul through XLA and through numpy/BLAS."""
+def practical_peak(size: int = 3072, reps: int = 5, dtype: str = "float32") -> dict:
+    """Best GFLOP/s of a [size, size] matmul through XLA (in `dtype`) and through numpy/BLAS
+    (float32; on CPU only)."""
     rng = np.random.default_rng(0)
+    if jax.default_backend() != "cpu":
+        size *= 4
     a = rng.standard_normal((size, size), np.float32)
     flops = 2 * size**3
-    aj = jnp.asarray(a)
+    aj = jnp.asarray(a, dtype)
     mm = jax.jit(lambda x: x @ x)
     mm(aj).block_until_ready()
     best = {"xla": 0.0, "numpy": 0.0}
@@ -72,9 +77,10 @@ def practical_peak(size: int = 3072, reps: int = 5) -> dict:
         t = time.perf_counter()
         mm(aj).block_until_ready()
         best["xla"] = max(best["xla"], flops / (time.perf_counter() - t) / 1e9)
-        t = time.perf_counter()
-        a @ a
-        best["numpy"] = max(best["numpy"], flops / (time.perf_counter() - t) / 1e9)
+        if jax.default_backend() == "cpu":
+            t = time.perf_counter()
+            a @ a
+            best["numpy"] = max(best["numpy"], flops / (time.perf_counter() - t) / 1e9)
     best["peak"] = max(best["xla"], best["numpy"])
     return best
 
@@ -82,8 +88,8 @@ def practical_peak(size: int = 3072, reps: int = 5) -> dict:
 class FerjaxStep:
     """One model/impl: state, jitted step, fixed data; step() runs one blocking train step."""
 
-    def __init__(self, name: str, impl: str, mesh):
-        config = model_config(name, impl)
+    def __init__(self, name: str, impl: str, mesh, dtype: str = "float32", batch: int = 0):
+        config = model_config(name, impl, dtype, batch)
         self.batch = config.train.batch_size
         rng = np.random.default_rng(0)
         n = 4 * self.batch
@@ -156,19 +162,24 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--dtype", default="float32", help="train.dtype of ferjax's step (GPU: bfloat16)"
+    )
+    parser.add_argument("--batch", type=int, default=0, help="batch size (0 = per model)")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds before each step")
     parser.add_argument("--peers", default="", help="comma-separated: torch")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args(argv)
 
     mesh = parallel.make_mesh()
-    peak = practical_peak()
+    peak = practical_peak(dtype=args.dtype)
     print(f"practical peak: XLA {peak['xla']:.0f}, numpy {peak['numpy']:.0f} GFLOP/s")
     results = {
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
         "backend": jax.default_backend(),
         "devices": jax.device_count(),
+        "dtype": args.dtype,
         "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
         "conv_impl_auto": resolve_conv_impl("auto"),
@@ -180,7 +191,10 @@ def main(argv=None) -> dict:
     }
     peers = [p for p in args.peers.split(",") if p]
     for name in args.models.split(","):
-        runners = {impl: FerjaxStep(name, impl, mesh) for impl in args.impls.split(",")}
+        runners = {
+            impl: FerjaxStep(name, impl, mesh, args.dtype, args.batch)
+            for impl in args.impls.split(",")
+        }
         compile_s = {impl: r.compile() for impl, r in runners.items()}
         for peer in peers:
             from bench import peers as peer_impls
@@ -207,7 +221,7 @@ def main(argv=None) -> dict:
         print_row(name, row, args.impls.split(","), peers)
         # The machine's load changes during a run: the peak is the best seen before and after
         # every model, and MFU is recomputed against it at the end.
-        again = practical_peak()
+        again = practical_peak(dtype=args.dtype)
         for key in ("xla", "numpy", "peak"):
             peak[key] = max(peak[key], again[key])
     for row in results["models"].values():

@@ -304,16 +304,33 @@ def predict_split(predict_fn, variables, images, num: int, batch_size: int, mesh
 
 
 class MetricLog:
-    """metrics.jsonl (appended and flushed per write, survives a kill) + TensorBoard."""
+    """metrics.jsonl (appended and flushed per write, survives a kill) + TensorBoard.
 
-    def __init__(self, workdir: str):
-        from clu import metric_writers
+    The TensorBoard writer (clu, i.e. TensorFlow's summary ops: ~1.5 s to set up) is created at
+    the first write, after the first train step has been dispatched, together with the
+    run-start summaries given as `on_open(writer)`."""
 
+    def __init__(self, workdir: str, on_open=None):
+        self.workdir = workdir
+        self.on_open = on_open
         self.is_main = jax.process_index() == 0
-        self.writer = metric_writers.create_default_writer(
-            workdir, just_logging=not self.is_main, asynchronous=False
-        )
+        self._writer = None
         self.path = os.path.join(workdir, "metrics.jsonl")
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from ferjax.data.pipeline import hide_gpus_from_tensorflow
+
+            hide_gpus_from_tensorflow()  # clu's TensorBoard writer is TensorFlow
+            from clu import metric_writers
+
+            self._writer = metric_writers.create_default_writer(
+                self.workdir, just_logging=not self.is_main, asynchronous=False
+            )
+            if self.on_open is not None:
+                self.on_open(self._writer)
+        return self._writer
 
     def write(self, step: int, split: str, scalars: dict) -> None:
         scalars = {k: float(v) for k, v in scalars.items()}
@@ -323,8 +340,9 @@ class MetricLog:
                 f.write(json.dumps({"step": step, "split": split, **scalars}) + "\n")
 
     def close(self) -> None:
-        self.writer.flush()
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
 
 
 def _val_scalars(report: dict) -> dict:
@@ -546,7 +564,13 @@ def train_and_evaluate(
         with open(os.path.join(workdir, "sampling_report.json"), "w") as f:
             json.dump(sampler.report(), f, indent=2)
     say(sampler.summary_line())
-    log = MetricLog(workdir)
+
+    def run_start_summaries(writer):
+        summaries.write_hparams(writer, config)
+        summaries.write_augmented_inputs(writer, 0, train.images, config)
+
+    fresh_run = is_main and int(state.step) == 0
+    log = MetricLog(workdir, run_start_summaries if fresh_run else None)
     progress = Progress(
         config.train.num_epochs,
         steps_per_epoch,
@@ -554,9 +578,6 @@ def train_and_evaluate(
         config.train.verbosity,
         config.train.progress_seconds,
     )
-    if is_main and int(state.step) == 0:
-        summaries.write_hparams(log.writer, config)
-        summaries.write_augmented_inputs(log.writer, 0, train.images, config)
 
     def meta_at(step: int) -> dict:
         return {
@@ -633,8 +654,12 @@ def train_and_evaluate(
                 state, m = train_step(state, on_device, parallel.global_batch(local, mesh))
                 if t_first is not None:
                     # The one-off wait that times start-up (bench/startup.py reads this line).
+                    t_run = time.time()
                     jax.block_until_ready(m)
-                    say(f"first train step done: compiled and ran in {time.time() - t_first:.1f}s")
+                    say(
+                        f"first train step done: traced and compiled in {t_run - t_first:.1f}s, "
+                        f"ran in {time.time() - t_run:.1f}s"
+                    )
                     t_first = None
                 sums = _accumulate(sums, m)
                 step += 1

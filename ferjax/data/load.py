@@ -40,7 +40,10 @@ def read_source(cfg: ml_collections.ConfigDict) -> FerData:
         _need_path(cfg, "the root folder holding train/<class>/ and test/<class>/")
         return load_folder(cfg.path, cfg.image_size, cfg.val_fraction, cfg.split_seed, cfg.on_error)
     if cfg.name == "tfds":
+        from ferjax.data.pipeline import hide_gpus_from_tensorflow
         from ferjax.data.tfds_builder import load_tfds
+
+        hide_gpus_from_tensorflow()
 
         _need_path(cfg, "TFDS's manual folder holding fer2013.csv (and fer2013new.csv)")
         return load_tfds(cfg.path, cfg.tfds_data_dir, cfg.tfds_config, cfg.ferplus_mode)

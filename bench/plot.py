@@ -1,0 +1,89 @@
+"""Bar chart of ferjax's speed ratios from the newest benchmark results.
+
+python -m bench.plot [--results bench/results] [--out bench/results/ratios.png]
+
+Reads the newest train_step-*.json (ferjax conv_impl=auto vs each peer, per model) and
+end_to_end-*.json (wall time of each framework / ferjax's) and draws one bar per ratio, with the
+1.0x line (parity) and, for the end-to-end bars, the 1.5x target against Keras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def newest(results: Path, prefix: str) -> dict | None:
+    files = sorted(results.glob(f"{prefix}-*.json"))
+    return json.loads(files[-1].read_text()) if files else None
+
+
+def ratios(results: Path) -> list[tuple[str, float]]:
+    """(label, ferjax speed / peer speed) pairs; > 1 means ferjax is faster."""
+    bars = []
+    step = newest(results, "train_step")
+    if step:
+        for model, row in step["models"].items():
+            runs = row["runs"]
+            ours = runs.get("auto") or max(
+                (r for k, r in runs.items() if k not in ("torch", "keras")),
+                key=lambda r: r["images_per_s"],
+            )
+            for peer in ("torch", "keras"):
+                if peer in runs:
+                    r = ours["images_per_s"] / runs[peer]["images_per_s"]
+                    bars.append((f"train step\n{model} vs {peer}", r))
+    e2e = newest(results, "end_to_end")
+    if e2e and "ferjax" in e2e["runs"]:
+        for fw, run in e2e["runs"].items():
+            if fw != "ferjax":
+                r = run["wall_s"] / e2e["runs"]["ferjax"]["wall_s"]
+                bars.append((f"epoch end to end\n{e2e['model']} vs {fw}", r))
+    return bars
+
+
+def main(argv=None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ratios.png"))
+    args = parser.parse_args(argv)
+    bars = ratios(Path(args.results))
+    if not bars:
+        sys.exit(f"error: no train_step-*.json or end_to_end-*.json in {args.results}")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, values = zip(*bars, strict=True)
+    fig, ax = plt.subplots(figsize=(1.6 * len(bars) + 2, 4.2))
+    colors = ["#2a9d8f" if v >= 1.0 else "#e76f51" for v in values]
+    ax.bar(range(len(bars)), values, color=colors)
+    ax.axhline(1.0, color="black", lw=1, ls="--", label="parity (1.0x)")
+    e2e_keras = [i for i, lab in enumerate(labels) if lab.startswith("epoch") and "keras" in lab]
+    for i in e2e_keras:
+        ax.hlines(1.5, i - 0.4, i + 0.4, color="#264653", lw=2, label="target 1.5x")
+    for i, v in enumerate(values):
+        ax.text(i, v + 0.02, f"{v:.2f}x", ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(range(len(bars)), labels, fontsize=8)
+    ax.set_ylabel("ferjax speed / peer speed")
+    ax.set_title("ferjax vs PyTorch and Keras, same machine, same run (CPU, float32)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_ylim(0, max(values) * 1.2)
+    fig.tight_layout()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+    for label, value in bars:
+        print(f"  {label.replace(chr(10), ' '):40s} {value:.2f}x")
+    return out
+
+
+if __name__ == "__main__":
+    main()
