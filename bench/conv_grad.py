@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
+from bench import results_io  # noqa: E402
 from ferjax.ops import max_pool_2x2  # noqa: E402
 from ferjax.ops.conv import weight_grad  # noqa: E402
 
@@ -95,10 +95,7 @@ def main(argv=None) -> dict:
     ms = measure(fns, fargs, args.reps)
     results["median_ms"]["pool 128x48x48x32 grad"] = ms
     print("max-pool grad 128x48x48x32: " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    path = Path(args.out) / f"conv_grad-{now.replace(':', '').replace('+0000', '')}.json"
-    path.write_text(json.dumps(results, indent=1))
-    print(f"wrote {path}")
+    results_io.save(results, args.out, "conv_grad", now)
     return results
 
 

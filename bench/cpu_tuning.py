@@ -20,6 +20,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import results_io  # noqa: E402
 
 # (label, FERJAX_CPU_TUNING, huge pages, conv_impl)
 COMBOS = [
@@ -86,11 +90,7 @@ def main(argv=None) -> dict:
         row = {"setting": label, "step_s": best, "runs": medians[label], "speedup": base / best}
         results["rows"].append(row)
         print(f"| {label} | {best:.2f} | {batch / best:.1f} | {base / best:.2f}x |")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    stamp = results["time"].replace(":", "").replace("+0000", "")
-    path = Path(args.out) / f"cpu_tuning-{stamp}.json"
-    path.write_text(json.dumps(results, indent=1))
-    print(f"wrote {path}")
+    results_io.save(results, args.out, "cpu_tuning")
     return results
 
 

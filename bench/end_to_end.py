@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import results_io  # noqa: E402
+
 BATCH = 128
 # model -> ferjax config file
 CONFIGS = {"demo_cnn": "demo.py", "cnn": "cnn.py", "resnet18": "resnet.py"}
@@ -286,11 +288,7 @@ def main(argv=None) -> dict:
                 r = runs[fw]["wall_s"] / runs["ferjax"]["wall_s"]
                 results[f"ferjax_speedup_vs_{fw}"] = r
                 print(f"ferjax end to end {r:.2f}x faster than {fw}")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    stamp = results["time"].replace(":", "").replace("+0000", "")
-    path = Path(args.out) / f"end_to_end-{stamp}.json"
-    path.write_text(json.dumps(results, indent=1))
-    print(f"wrote {path}")
+    results_io.save(results, args.out, "end_to_end")
     return results
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import re
 import signal
@@ -29,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench import results_io  # noqa: E402
 
 MARKS = {"data": "data: ", "placement": "placement: ", "first_step": "first train step done"}
 
@@ -105,11 +106,7 @@ def main(argv=None) -> dict:
                 f"done {seen['first_step']:5.1f}s",
                 flush=True,
             )
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    stamp = results["time"].replace(":", "").replace("+0000", "")
-    path = Path(args.out) / f"startup-{stamp}.json"
-    path.write_text(json.dumps(results, indent=1))
-    print(f"wrote {path}")
+    results_io.save(results, args.out, "startup")
     return results
 
 

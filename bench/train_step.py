@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import runpy
@@ -35,6 +34,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench import results_io  # noqa: E402
 from ferjax import parallel  # noqa: E402
 from ferjax import platform as ferjax_platform  # noqa: E402
 from ferjax.models import create_model  # noqa: E402
@@ -232,11 +232,7 @@ def main(argv=None) -> dict:
         f"\npractical peak over the run: XLA {peak['xla']:.0f}, numpy {peak['numpy']:.0f} GFLOP/s"
     )
     print(summary_table(results, peers))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    stamp = results["time"].replace(":", "").replace("+0000", "")
-    path = Path(args.out) / f"train_step-{stamp}.json"
-    path.write_text(json.dumps(results, indent=1))
-    print(f"wrote {path}")
+    results_io.save(results, args.out, "train_step")
     return results
 
 
