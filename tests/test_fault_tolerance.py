@@ -73,6 +73,11 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, straight):
     kill_at = random.Random().randint(3, 28)  # after the first checkpoint (step 2)
     proc = cli(str(tmp_path), wait=False)
     wait_for_step(str(tmp_path), kill_at, proc)
+    # The step-2 checkpoint is saved asynchronously: kill only once it is committed.
+    committed = os.path.join(str(tmp_path), "checkpoints", "latest", "2")
+    start = time.time()
+    while not os.path.isdir(committed) and time.time() - start < 300:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     out = cli(str(tmp_path))

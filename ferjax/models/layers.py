@@ -82,7 +82,11 @@ class StoredInputConv(nn.Conv):
     fusion). Measured on the default CNN: train step ~10% faster (bench/README.md)."""
 
     def __call__(self, inputs):
-        return super().__call__(_stored(inputs))
+        # One device only: under SPMD partitioning the conditional's predicate (an element of
+        # the global batch) would need cross-device communication.
+        if jax.device_count() == 1:
+            inputs = _stored(inputs)
+        return super().__call__(inputs)
 
 
 def conv(
