@@ -62,20 +62,25 @@ def configure_xla_cpu() -> list[str]:
     if not tuning_enabled() or _jaxlib_version() not in TUNED_JAXLIB:
         return []
     current = os.environ.get("XLA_FLAGS", "")
-    if YNN_FLAG in current or _backends_initialized():
+    if _ynn_flag_values() or _backends_initialized():
         return []
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [current, *XLA_CPU_FLAGS]))
     return list(XLA_CPU_FLAGS)
 
 
-def xla_cpu_convs_tuned() -> bool:
-    """False when XLA's CPU convolutions go through YNNPACK: jaxlib 0.10's default, or an
-    XLA_FLAGS value that lists LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION."""
-    values = [
+def _ynn_flag_values() -> list[str]:
+    """The values XLA_FLAGS gives YNN_FLAG, in order ("" for a bare flag)."""
+    return [
         tok.split("=", 1)[1] if "=" in tok else ""
         for tok in os.environ.get("XLA_FLAGS", "").split()
         if tok.split("=", 1)[0] == YNN_FLAG
     ]
+
+
+def xla_cpu_convs_tuned() -> bool:
+    """False when XLA's CPU convolutions go through YNNPACK: jaxlib 0.10's default, or an
+    XLA_FLAGS value that lists LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION."""
+    values = _ynn_flag_values()
     if not values:
         return _jaxlib_version() not in TUNED_JAXLIB
     return "INDIVIDUAL_CONVOLUTION" not in values[-1]

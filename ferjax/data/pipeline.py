@@ -56,16 +56,22 @@ def import_tensorflow():
     return tensorflow
 
 
+_gpus_hidden = False
+
+
 def hide_gpus_from_tensorflow() -> None:
     """TensorFlow is used for tf.data only: it must never take accelerator memory. Safe to call
-    any number of times."""
+    any number of times (only the first call does anything)."""
+    global _gpus_hidden
+    if _gpus_hidden:
+        return
     tf = import_tensorflow()
-
     try:
         tf.config.set_visible_devices([], "GPU")
         tf.config.set_visible_devices([], "TPU")
     except (RuntimeError, ValueError):
         pass  # already initialised, or no such device type
+    _gpus_hidden = True
 
 
 def index_batches(
