@@ -17,6 +17,7 @@ from ferjax.data.ferplus import FERPLUS_CLASSES, load_ferplus
 from ferjax.data.folder import load_folder
 from ferjax.data.load import load_data, read_source
 from ferjax.data.preprocess import equalize_histogram, median3x3
+from ferjax.data.rows import BadRowsError
 from ferjax.data.synthetic import make_synthetic
 from ferjax.errors import ConfigError, DataFormatError, DataNotFoundError
 
@@ -92,23 +93,57 @@ BAD_ROWS = [
 ]  # fmt: skip
 
 
+SKIP_HINT = (
+    "hint: --config.data.on_error=skip drops them and counts them by reason in data_report.json"
+)
+
+
 @pytest.mark.parametrize("row,reason,message", BAD_ROWS, ids=[r[1] for r in BAD_ROWS])
-def test_fer2013_bad_row_raises_one_exact_line(tmp_path, row, reason, message):
+def test_fer2013_bad_row_is_named_exactly(tmp_path, row, reason, message):
     text = HEADER + f'0,"{pixels()}",Training\n' + row + "\n" + f"1,{pixels()},PublicTest\n"
     path = write(tmp_path / "fer2013.csv", text)
-    with pytest.raises(DataFormatError) as e:
+    with pytest.raises(BadRowsError) as e:
         read_fer2013_rows(path, "raise")
-    assert str(e.value) == f"{path}: row 2 (line 3): {message}"
-    assert "\n" not in str(e.value)
+    assert str(e.value).splitlines() == [
+        f"{path}: 1 bad row(s) ({reason}: 1)",
+        f"  {path}: row 2 (line 3): {message}",
+        SKIP_HINT,
+    ]
 
 
-def test_fer2013_raise_names_the_first_bad_row(tmp_path):
-    """Pixels are parsed after the fields; the first bad row is still the one reported."""
+def test_fer2013_raise_lists_every_bad_row_in_file_order(tmp_path):
+    """Pixels are parsed after the fields; all bad rows are reported at once, in row order."""
     rows = [f"0,{pixels()},Training", f"0,{pixels(count=5)},Training", f"9,{pixels()},Training"]
     path = write(tmp_path / "fer2013.csv", HEADER + "\n".join(rows) + "\n")
-    with pytest.raises(DataFormatError) as e:
+    with pytest.raises(BadRowsError) as e:
         read_fer2013_rows(path)
-    assert str(e.value) == f"{path}: row 2 (line 3): expected 2304 pixel values (48x48), got 5"
+    assert str(e.value).splitlines() == [
+        f"{path}: 2 bad row(s) (label out of range: 1, wrong pixel count: 1)",
+        f"  {path}: row 2 (line 3): expected 2304 pixel values (48x48), got 5",
+        f"  {path}: row 3 (line 4): emotion is '9', expected an integer in 0..6",
+        SKIP_HINT,
+    ]
+
+
+def test_fer2013_raise_shows_twenty_rows_and_counts_the_rest(tmp_path):
+    rows = [f"0,{pixels()},Training"] + [f"8,{pixels()},Training"] * 25
+    rows += [f"0,{pixels(count=3)},PublicTest"] * 5
+    path = write(tmp_path / "fer2013.csv", HEADER + "\n".join(rows) + "\n")
+    with pytest.raises(BadRowsError) as e:
+        read_fer2013_rows(path)
+    lines = str(e.value).splitlines()
+    assert lines[0] == f"{path}: 30 bad row(s) (label out of range: 25, wrong pixel count: 5)"
+    assert len(lines) == 1 + 20 + 2
+    assert lines[1] == f"  {path}: row 2 (line 3): emotion is '8', expected an integer in 0..6"
+    assert lines[-2] == "  ... and 10 more" and lines[-1] == SKIP_HINT
+
+
+@pytest.mark.parametrize("tail", ["", "\n", "\n\n\n", "\r\n\r\n"])
+def test_fer2013_trailing_empty_lines_are_not_rows(tmp_path, tail):
+    text = HEADER + f"3,{pixels()},Training\n5,{pixels(9)},PrivateTest" + tail
+    path = write(tmp_path / "fer2013.csv", text)
+    images, labels, usage, rows, errors = read_fer2013_rows(path, "raise")
+    assert labels.tolist() == [3, 5] and usage == ["train", "test"] and len(errors) == 0
 
 
 def test_fer2013_skip_counts_every_reason(tmp_path):
@@ -245,7 +280,9 @@ def test_ferplus_bad_votes_and_missing_file(tmp_path):
     plus.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataFormatError) as e:
         load_ferplus(path, cache_dir="")
-    assert str(e.value) == f"{plus}: row 2 (line 3): anger is 'x', expected a vote count >= 0"
+    assert str(e.value).splitlines()[1] == (
+        f"  {plus}: row 2 (line 3): anger is 'x', expected a vote count >= 0"
+    )
     data = load_ferplus(path, on_error="skip", cache_dir="")
     assert data.skipped == {"ferplus bad vote count": 1, "ferplus no majority": 2,
                             "ferplus top vote NF": 1, "ferplus top vote unknown": 2}  # fmt: skip
@@ -340,8 +377,9 @@ def test_folder_errors(tmp_path, faces):
     bad.write_bytes(b"not a png")
     with pytest.raises(DataFormatError) as e:
         load_folder(str(root), val_fraction=0.5)
-    assert str(e.value).startswith(f"{bad}: unreadable image (")
-    assert "\n" not in str(e.value)
+    lines = str(e.value).splitlines()
+    assert lines[0] == f"{root}: 1 bad file(s) (unreadable image: 1)"
+    assert lines[1].startswith(f"  {bad}: unreadable image (") and len(lines) == 3
     data = load_folder(str(root), val_fraction=0.5, on_error="skip")
     assert data.skipped == {"unreadable image": 1}
     assert data.splits["train"].class_counts(7).tolist() == [1] * 7
@@ -355,8 +393,8 @@ def test_folder_errors(tmp_path, faces):
     bad.unlink()
     with pytest.raises(DataFormatError) as e:
         load_folder(str(root))
-    assert str(e.value) == (
-        f"{empty}: empty class folder, expected at least one image (*.png, *.jpg, *.jpeg, *.bmp)"
+    assert str(e.value).splitlines()[1] == (
+        f"  {empty}: empty class folder, expected at least one image (*.png, *.jpg, *.jpeg, *.bmp)"
     )
 
     (root / "train").rename(root / "other")

@@ -66,7 +66,9 @@ def test_bad_row_raise_and_skip(tmp_path, small):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataFormatError) as e:
         load_fer2013(str(path), cache_dir="")
-    assert str(e.value) == f"{path}: row 3 (line 4): expected 2304 pixel values (48x48), got 2303"
+    assert str(e.value).splitlines()[1] == (
+        f"  {path}: row 3 (line 4): expected 2304 pixel values (48x48), got 2303"
+    )
     data = load_fer2013(str(path), on_error="skip", cache_dir="")
     assert data.skipped == {"wrong pixel count": 1}
     assert len(data.splits["train"]) == 19

@@ -16,13 +16,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import sys
 import warnings
 from collections import Counter
 
 import numpy as np
 
 from ferjax.data.dataset import FER2013_CLASSES, USAGE_TO_SPLIT, FerData, Split
+from ferjax.data.rows import RowErrors
 from ferjax.errors import DataFormatError, DataNotFoundError
 
 IMAGE_SIZE = 48
@@ -35,28 +35,6 @@ WHERE_TO_GET = (
     "https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-"
     "recognition-challenge/data (fer2013.tar.gz) and pass --config.data.path=/path/to/fer2013.csv"
 )
-
-
-class RowErrors:
-    """Collects per-row problems; raises on the first one under the `raise` policy."""
-
-    def __init__(self, path: str, on_error: str):
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        self.path, self.on_error = path, on_error
-        self.counts: Counter = Counter()
-        self.examples: dict[str, str] = {}
-
-    def add(self, where: str, reason: str, detail: str) -> None:
-        message = f"{self.path}: {where}: {detail}" if where else detail
-        if self.on_error == "raise":
-            raise DataFormatError(message)
-        self.counts[reason] += 1
-        self.examples.setdefault(reason, message)
-
-    def report(self, stream=sys.stderr) -> None:
-        for reason, count in sorted(self.counts.items()):
-            print(f"skipped {count} row(s) ({reason}), first: {self.examples[reason]}", file=stream)
 
 
 def _where(row: int, line: int) -> str:
@@ -107,7 +85,8 @@ def _file_digest(path: str) -> str:
 
 
 def read_fer2013_rows(path: str, on_error: str = "raise"):
-    """Reads and validates fer2013.csv.
+    """Reads and validates fer2013.csv. Bad rows are all collected, then reported at once
+    (RowErrors.finish: raised under on_error="raise", printed and dropped under "skip").
 
     Returns (images uint8[N,48,48], labels int32[N], usage list[str] (split names),
     rows int64[N] 1-based data rows, errors RowErrors).
@@ -133,22 +112,16 @@ def read_fer2013_rows(path: str, on_error: str = "raise"):
         # Problems are reported in row order once the pixels are parsed too, so that `raise`
         # always names the first bad row of the file.
         pending: list[tuple[int, str, str, str]] = []
-        row = 0
+        row = last_filled = 0
         for row, fields in enumerate(reader, 1):
             where = _where(row, reader.line_num)
+            if not fields or fields == [""]:
+                pending.append((row, where, "empty row", "empty row"))
+                continue
+            last_filled = row
             if len(fields) != len(header):
-                if not fields or fields == [""]:
-                    pending.append((row, where, "empty row", "empty row"))
-                else:
-                    pending.append(
-                        (
-                            row,
-                            where,
-                            "wrong number of fields",
-                            f"expected {len(header)} fields ({','.join(header)}), "
-                            f"got {len(fields)}",
-                        )
-                    )
+                detail = f"expected {len(header)} fields ({','.join(header)}), got {len(fields)}"
+                pending.append((row, where, "wrong number of fields", detail))
                 continue
             emotion = fields[col["emotion"]].strip()
             if not (emotion.isascii() and emotion.isdigit()) or int(emotion) >= len(
@@ -180,8 +153,10 @@ def read_fer2013_rows(path: str, on_error: str = "raise"):
             pixels.append(fields[col["pixels"]])
             rows.append(row)
             lines.append(reader.line_num)
-        if row == 0:
+        if last_filled == 0:
             raise DataFormatError(f"{path}: no data rows after the header")
+        # Empty lines after the last row (a final newline, or several) are not rows.
+        pending = [p for p in pending if p[0] <= last_filled]
 
     values, problems = parse_pixel_strings(pixels)
     keep = np.ones(len(pixels), bool)
@@ -191,6 +166,7 @@ def read_fer2013_rows(path: str, on_error: str = "raise"):
         keep[k] = False
     for _, where, reason, detail in sorted(pending):
         errors.add(where, reason, detail)
+    errors.finish()
     images = values[keep].reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     labels = np.asarray(labels, np.int32)[keep]
     usage = [u for u, k in zip(usage, keep, strict=True) if k]
@@ -244,7 +220,6 @@ def load_fer2013(path: str, on_error: str = "raise", cache_dir: str | None = Non
             except (OSError, ValueError, KeyError):
                 pass  # unreadable cache entry: parse again and overwrite it
     images, labels, usage, rows, errors = read_fer2013_rows(path, on_error)
-    errors.report()
     if cache_file:
         os.makedirs(cache_dir, exist_ok=True)
         tmp = f"{cache_file}.{os.getpid()}.tmp.npz"

@@ -21,7 +21,8 @@ import numpy as np
 
 from ferjax.data.classes import canonical
 from ferjax.data.dataset import USAGE_TO_SPLIT, FerData
-from ferjax.data.fer2013 import RowErrors, load_fer2013, split_by_usage
+from ferjax.data.fer2013 import load_fer2013, split_by_usage
+from ferjax.data.rows import RowErrors
 from ferjax.errors import DataFormatError, DataNotFoundError
 
 VOTE_COLUMNS = (
@@ -69,45 +70,45 @@ def read_ferplus_votes(path: str, on_error: str = "raise"):
             raise DataFormatError(
                 f"{path}: line 1: header is {','.join(header)!r}, expected {','.join(HEADER)!r}"
             )
+        pending: list[tuple[int, str, str, str]] = []
+        last_filled = 0
         for row, fields in enumerate(reader, 1):
             where = f"row {row} (line {reader.line_num})"
             usage.append(None)
             votes.append([0] * len(VOTE_COLUMNS))
             valid.append(False)
+            if not fields or fields == [""]:
+                pending.append((row, where, "ferplus empty row", "empty row"))
+                continue
+            last_filled = row
             if len(fields) != len(HEADER):
-                if not fields or fields == [""]:
-                    errors.add(where, "ferplus empty row", "empty row")
-                else:
-                    errors.add(
-                        where,
-                        "ferplus wrong number of fields",
-                        f"expected {len(HEADER)} fields ({','.join(HEADER)}), got {len(fields)}",
-                    )
+                detail = f"expected {len(HEADER)} fields ({','.join(HEADER)}), got {len(fields)}"
+                pending.append((row, where, "ferplus wrong number of fields", detail))
                 continue
             split = USAGE_TO_SPLIT.get(fields[0].strip())
             if split is None:
-                errors.add(
-                    where,
-                    "ferplus unknown Usage",
-                    f"Usage is {fields[0][:30]!r}, expected Training, PublicTest or PrivateTest",
+                detail = (
+                    f"Usage is {fields[0][:30]!r}, expected Training, PublicTest or PrivateTest"
                 )
+                pending.append((row, where, "ferplus unknown Usage", detail))
                 continue
             counts = [v.strip() for v in fields[2:]]
             bad = next((k for k, v in enumerate(counts) if not (v.isascii() and v.isdigit())), None)
             if bad is not None:
-                errors.add(
-                    where,
-                    "ferplus bad vote count",
-                    f"{VOTE_COLUMNS[bad]} is {counts[bad][:20]!r}, expected a vote count >= 0",
-                )
+                detail = f"{VOTE_COLUMNS[bad]} is {counts[bad][:20]!r}, expected a vote count >= 0"
+                pending.append((row, where, "ferplus bad vote count", detail))
                 continue
             counts = [int(v) for v in counts]
             if sum(counts) == 0:
-                errors.add(
-                    where, "ferplus no votes", "all vote counts are 0, expected at least one vote"
-                )
+                detail = "all vote counts are 0, expected at least one vote"
+                pending.append((row, where, "ferplus no votes", detail))
                 continue
             usage[-1], votes[-1], valid[-1] = split, counts, True
+    # Empty lines after the last row (a final newline, or several) are not rows.
+    del usage[last_filled:], votes[last_filled:], valid[last_filled:]
+    for row, where, reason, detail in pending:
+        if row <= last_filled:
+            errors.add(where, reason, detail)
     if not votes:
         raise DataFormatError(f"{path}: no data rows after the header")
     return np.asarray(votes, np.int32).reshape(-1, 10), usage, np.asarray(valid), errors
@@ -181,13 +182,13 @@ def load_ferplus(
             "(split names: train=Training, val=PublicTest, test=PrivateTest)",
         )
         valid[index[k]] = False
+    errors.finish()
     ok = valid[index]
     images, usage, rows, index = images[ok], usage[ok], rows[ok], index[ok]
     keep, labels, targets, reason = labels_from_votes(votes[index], mode)
     skipped = Counter(base.skipped)
     skipped.update(errors.counts)
     skipped.update(Counter(reason[~keep].tolist()))
-    errors.report()
     return FerData(
         class_names=FERPLUS_CLASSES,
         splits=split_by_usage(

@@ -21,7 +21,7 @@ from PIL import Image
 
 from ferjax.data.classes import canonical
 from ferjax.data.dataset import FER2013_CLASSES, FerData, Split
-from ferjax.data.fer2013 import RowErrors
+from ferjax.data.rows import RowErrors
 from ferjax.errors import DataFormatError, DataNotFoundError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -134,7 +134,7 @@ def load_folder(
     files sorted by name); Split.paths holds the file paths.
     """
     folders = find_split_folders(root)
-    errors = RowErrors(root, on_error)
+    errors = RowErrors(root, on_error, unit="file")
     skipped: Counter = Counter()
     class_dirs = {}
     for split, folder in folders.items():
@@ -179,7 +179,7 @@ def load_folder(
         splits["val"], splits["train"] = train.take(is_val), train.take(~is_val)
     for reason, count in sorted(skipped.items()):
         print(f"{root}: {count} {reason}(s)", file=sys.stderr)
-    errors.report()
+    errors.finish()
     skipped.update(errors.counts)
     class_names = tuple(canonical(n) for n in names)
     if len(set(class_names)) != len(class_names):
