@@ -59,7 +59,7 @@ def device_augment(batch: int, repeats: int) -> tuple[float, float]:
     from ferjax.augment import make_augment
 
     aug = jax.jit(make_augment(AUG))
-    x = jax.numpy.asarray(np.random.default_rng(0).uniform(0, 255, (batch, 48, 48)), "float32")
+    x = jax.numpy.asarray(np.random.default_rng(0).uniform(0, 255, (batch, 48, 48, 1)), "float32")
     t = jax.numpy.zeros((batch, 7))
     keys = iter(range(10**6))
     sec = timed(lambda: jax.block_until_ready(aug(x, t, jax.random.PRNGKey(next(keys)))), repeats)
@@ -67,36 +67,21 @@ def device_augment(batch: int, repeats: int) -> tuple[float, float]:
 
 
 def train_step_time(model_name: str, batch: int, repeats: int, augment: str) -> float:
+    """Median time of the trainer's own step (ferjax.builder) with `augment` ops."""
     import runpy
 
-    from ferjax import parallel
-    from ferjax.models import create_model
-    from ferjax.train import create_train_state, make_optimizer, make_train_step
+    from bench.program import ferjax_program
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = runpy.run_path(os.path.join(root, "configs", "default.py"))["get_config"]()
     config.model.name = model_name
     config.augment.ops = augment
-    mesh = parallel.make_mesh()
-    model = create_model(config, 7)
-    tx, _ = make_optimizer(config, 100)
-    state = create_train_state(model, tx, 0, (48, 48), mesh)
-    rng = np.random.default_rng(0)
-    data = parallel.replicate(
-        {
-            "images": rng.integers(0, 256, (4096, 48, 48), dtype=np.uint8),
-            "targets": np.eye(7, dtype=np.float32)[rng.integers(0, 7, 4096)],
-        },
-        mesh,
-    )
-    i = rng.integers(0, 4096, batch).astype(np.int32)
-    records = {"i": i, "j": i, "lam": np.zeros(batch, np.float32), "weight": np.ones(batch, "f4")}
-    g = parallel.global_batch(records, mesh)
-    step = jax.jit(make_train_step(model, tx, config, (128.0, 64.0)), donate_argnums=(0,))
-    box = [state]
+    config.train.batch_size = batch
+    program, data, batches = ferjax_program(config, examples=4096, num_batches=1)
+    box = [program.state]
 
     def run():
-        box[0], m = step(box[0], data, g)
+        box[0], m = program.train_step(box[0], data, batches[0])
         jax.block_until_ready(m)
 
     return timed(run, repeats)

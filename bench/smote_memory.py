@@ -61,6 +61,7 @@ def prepare(method: str, path: Path) -> dict:
     from ferjax.data.sampling import Sampler
 
     images, labels = np.load(path / "images.npy"), np.load(path / "labels.npy")
+    images = images.reshape(*images.shape[:3], -1)  # [N, H, W, C]
     n = len(labels)
     w = np.ones((256, 256), np.float32)
     np.linalg.qr(w @ w)  # BLAS/LAPACK thread buffers: a one-off process cost, not preparation
@@ -95,13 +96,13 @@ def materialisation(path: Path, train_batch: int, steps: int) -> dict:
     import jax
     import jax.numpy as jnp
 
+    from bench.program import ferjax_program
     from ferjax import parallel
-    from ferjax.models import create_model
-    from ferjax.train import create_train_state, make_optimizer, make_train_step
 
     config = runpy.run_path(str(ROOT / "configs" / "resnet.py"))["get_config"]()
     config.train.batch_size = train_batch
     images, labels = np.load(path / "images.npy"), np.load(path / "labels.npy")
+    images = images.reshape(*images.shape[:3], -1)  # [N, H, W, C]
     mesh = parallel.make_mesh()
     data = parallel.replicate(
         {"images": images, "targets": np.eye(7, dtype=np.float32)[labels]}, mesh
@@ -120,7 +121,7 @@ def materialisation(path: Path, train_batch: int, steps: int) -> dict:
     def materialise(images, batch):
         xi = images[batch["i"]].astype(jnp.float32)
         xj = images[batch["j"]].astype(jnp.float32)
-        return xi + batch["lam"][:, None, None] * (xj - xi)
+        return xi + batch["lam"][:, None, None, None] * (xj - xi)
 
     def time_materialise(b, reps=200):
         batches = [parallel.global_batch(records(b), mesh) for _ in range(8)]
@@ -131,10 +132,8 @@ def materialisation(path: Path, train_batch: int, steps: int) -> dict:
         out.block_until_ready()
         return (time.perf_counter() - t) / reps
 
-    model = create_model(config, 7)
-    tx, _ = make_optimizer(config, steps_per_epoch=100)
-    state = create_train_state(model, tx, 0, (48, 48), mesh)
-    step = jax.jit(make_train_step(model, tx, config, (128.0, 64.0)), donate_argnums=(0,))
+    program, _, _ = ferjax_program(config, num_batches=0)
+    state, step = program.state, program.train_step
     batches = [parallel.global_batch(records(train_batch), mesh) for _ in range(steps + 1)]
     t = time.perf_counter()
     state, m = step(state, data, batches[0])

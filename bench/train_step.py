@@ -35,11 +35,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench import results_io  # noqa: E402
+from bench.program import ferjax_program  # noqa: E402
 from ferjax import parallel  # noqa: E402
 from ferjax import platform as ferjax_platform  # noqa: E402
-from ferjax.models import create_model  # noqa: E402
 from ferjax.models.layers import resolve_conv_impl  # noqa: E402
-from ferjax.train import create_train_state, make_optimizer, make_train_step  # noqa: E402
 
 NUM_CLASSES = 7
 IMAGE = 48
@@ -91,29 +90,8 @@ class FerjaxStep:
     def __init__(self, name: str, impl: str, mesh, dtype: str = "float32", batch: int = 0):
         config = model_config(name, impl, dtype, batch)
         self.batch = config.train.batch_size
-        rng = np.random.default_rng(0)
-        n = 4 * self.batch
-        data = {
-            "images": rng.integers(0, 256, (n, IMAGE, IMAGE), dtype=np.uint8),
-            "targets": np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, n)],
-        }
-        self.data = parallel.replicate(data, mesh)
-        self.batches = [
-            parallel.global_batch(
-                {
-                    "i": rng.integers(0, n, self.batch).astype(np.int32),
-                    "j": rng.integers(0, n, self.batch).astype(np.int32),
-                    "lam": np.zeros(self.batch, np.float32),
-                    "weight": np.ones(self.batch, np.float32),
-                },
-                mesh,
-            )
-            for _ in range(4)
-        ]
-        model = create_model(config, NUM_CLASSES)
-        tx, _ = make_optimizer(config, steps_per_epoch=100)
-        self.state = create_train_state(model, tx, 0, (IMAGE, IMAGE), mesh)
-        self.fn = jax.jit(make_train_step(model, tx, config, (128.0, 64.0)), donate_argnums=(0,))
+        program, self.data, self.batches = ferjax_program(config, (IMAGE, IMAGE, 1), NUM_CLASSES)
+        self.state, self.fn = program.state, program.train_step
         self.flops = None
         self.calls = 0
         # Seconds until the jitted call returned (the step is dispatched, not finished).

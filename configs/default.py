@@ -46,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
     # more than half of the votes; hard labels) | probability (soft targets: the votes
     # normalised over the 8 emotions). Rows whose top vote is unknown or NF are always dropped.
     data.ferplus_mode = "majority"
+    # Colour channels of the images the model sees: 1 (grayscale; colour sources are converted
+    # with Pillow's luma) | 3 (RGB; grayscale sources are repeated over the three channels).
+    data.channels = 1
     # folder: side of the square grayscale images every file is resized to.
     data.image_size = 48
     # folder without a val/ folder: fraction of each training class carved off as validation,

@@ -5,33 +5,45 @@ Each checkpoint holds the train state (parameters, BatchNorm statistics, optimiz
 and a JSON `meta` item (epoch, best metric, config). Saving is asynchronous; a checkpoint
 directory only becomes visible once complete, and a latest checkpoint that fails to restore
 is skipped with a warning in favour of the previous one.
+
+Multi-process runs: Orbax names the barriers of an asynchronous save after the step folder
+(`async_write_complete.<step>`). The latest and the best manager often save the same step (the
+end of an epoch that improved the metric), so each manager gets its own barrier prefix;
+without it the two saves share barrier names, which the coordination service refuses
+("Barrier ... is already ongoing") and the processes hang until the barrier times out.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import sys
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 
 from ferjax.errors import CheckpointError
+from ferjax.workdir import BEST, LATEST, Workdir
 
 
 def _abstract(tree):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _manager(directory: str, keep: int, async_save: bool, name: str) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=True,
+        enable_async_checkpointing=async_save,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name),
+    )
+    return ocp.CheckpointManager(directory, options=options)
+
+
 class Checkpoints:
-    def __init__(self, workdir: str, keep_latest: int = 2, async_save: bool = True):
-        root = os.path.abspath(os.path.join(workdir, "checkpoints"))
-        options = lambda keep: ocp.CheckpointManagerOptions(  # noqa: E731
-            max_to_keep=keep, create=True, enable_async_checkpointing=async_save
-        )
-        self.latest = ocp.CheckpointManager(
-            os.path.join(root, "latest"), options=options(keep_latest)
-        )
-        self.best = ocp.CheckpointManager(os.path.join(root, "best"), options=options(1))
+    def __init__(self, workdir: Workdir, keep_latest: int = 2, async_save: bool = True):
+        self.latest = _manager(workdir.checkpoint_dir(LATEST), keep_latest, async_save, LATEST)
+        self.best = _manager(workdir.checkpoint_dir(BEST), 1, async_save, BEST)
 
     @staticmethod
     def _save(manager, step: int, state, meta: dict) -> None:
@@ -87,3 +99,54 @@ class Checkpoints:
     def close(self) -> None:
         self.latest.close()
         self.best.close()
+
+
+# ------------------------------------------------------------------------------- resume
+
+# Config keys that may differ between a run and its resumption: they do not change results.
+RUNTIME_KEYS = (
+    "train.halt_after_steps",
+    "train.allow_config_change",
+    "train.log_every_steps",
+    "train.checkpoint_every_steps",
+    "train.checkpoint_every_minutes",
+    "data.cache_dir",
+    "train.peak_flops_per_device",
+    "train.verbosity",
+    "train.progress_seconds",
+    "train.compilation_cache_dir",
+)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
+    """Keys whose value differs between a checkpointed run's config and `config` (runtime keys
+    and keys the checkpointed run did not have, i.e. added by a newer ferjax, excepted)."""
+    now = flatten(json.loads(config.to_json_best_effort()))
+    before = flatten(saved)
+    differ = sorted(k for k in before if k not in RUNTIME_KEYS and k in now and now[k] != before[k])
+    return differ + sorted(k for k in before if k not in now and k not in RUNTIME_KEYS)
+
+
+def check_config_unchanged(saved: dict | None, config: ml_collections.ConfigDict, where: str):
+    """Refuses to resume with a different config (unless train.allow_config_change)."""
+    if saved is None or config.train.allow_config_change:
+        return
+    differ = config_differences(saved, config)
+    if differ:
+        now, before = flatten(json.loads(config.to_json_best_effort())), flatten(saved)
+        shown = ", ".join(f"{k} ({before.get(k)!r} -> {now.get(k)!r})" for k in differ[:5])
+        raise CheckpointError(
+            f"{where}: the config differs from the checkpointed run in {shown}; use a new "
+            "workdir, or --config.train.allow_config_change=true to resume anyway"
+        )

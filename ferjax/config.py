@@ -1,33 +1,90 @@
-"""Validation of a config before anything is loaded or compiled: one clear line per mistake."""
+"""Config validation before anything is loaded or compiled: one clear line per mistake.
+
+Every choice a key accepts comes from the registry or constant next to the code that uses it
+(CHOICES below), never from a second list here.
+"""
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
+from ferjax.augment import TTA_MODES, parse_ops
+from ferjax.checkpoint import flatten
+from ferjax.data.ferplus import MODES as FERPLUS_MODES
+from ferjax.data.formats import FORMATS, TFDS_CONFIGS
+from ferjax.data.neighbours import FEATURES
+from ferjax.data.pipeline import PLACEMENTS
+from ferjax.data.preprocess import NORMALIZATIONS
+from ferjax.data.rows import ON_ERROR
+from ferjax.data.sampling import SAMPLERS
 from ferjax.errors import ConfigError
+from ferjax.evaluation import BEST_METRICS
+from ferjax.models import DTYPES, MODELS
+from ferjax.models.imagenet import INPUT_ADAPTERS, STYLES
+from ferjax.models.layers import AUTO, CONV_IMPLS
+from ferjax.optim import OPTIMIZERS, SCHEDULES
+from ferjax.registry import did_you_mean
+from ferjax.train import ON_NAN
+from ferjax.transfer import parse_patterns
 
 CHOICES = {
-    "data.name": ("synthetic", "fer2013", "ferplus", "folder", "tfds"),
-    "data.on_error": ("raise", "skip"),
-    "data.normalize": ("dataset", "per_image", "unit", "symmetric"),
-    "data.ferplus_mode": ("majority", "probability"),
-    "data.tfds_config": ("fer2013", "ferplus"),
-    "model.conv_impl": ("auto", "xla", "fast", "gemm"),
-    "optim.name": ("sgd", "adamw", "adam"),
-    "optim.schedule": ("cosine", "step", "constant"),
-    "train.dtype": ("float32", "bfloat16", "float16"),
-    "train.best_metric": ("accuracy", "balanced_accuracy", "macro_f1", "loss"),
-    "sampling.method": ("none", "random", "smote", "adasyn", "class_weight"),
-    "eval.tta": ("none", "flip", "ten_crop"),
-    "data.placement": ("auto", "device", "stream"),
-    "train.on_nan": ("stop", "rollback"),
-    "sampling.features": ("pixels", "pca"),
-    "model.input_adapter": ("sum_rgb", "replicate"),
-    "model.style": ("auto", "torch", "keras"),
+    "data.name": FORMATS.names(),
+    "data.on_error": ON_ERROR,
+    "data.normalize": NORMALIZATIONS.names(),
+    "data.ferplus_mode": FERPLUS_MODES,
+    "data.tfds_config": TFDS_CONFIGS,
+    "data.placement": PLACEMENTS,
+    "data.channels": (1, 3),
+    "model.name": MODELS.names(),
+    "model.conv_impl": (AUTO, *CONV_IMPLS.names()),
+    "model.input_adapter": INPUT_ADAPTERS,
+    "model.style": ("auto", *STYLES),
+    "optim.name": OPTIMIZERS.names(),
+    "optim.schedule": SCHEDULES.names(),
+    "train.dtype": tuple(DTYPES),
+    "train.best_metric": BEST_METRICS,
+    "train.on_nan": ON_NAN,
+    "sampling.method": SAMPLERS.names(),
+    "sampling.features": FEATURES,
+    "eval.tta": TTA_MODES.names(),
 }
 
+POSITIVE = (
+    "optim.learning_rate",
+    "train.batch_size",
+    "train.num_epochs",
+    "train.log_every_steps",
+    "train.eval_batch_size",
+    "model.width",
+    "model.cnn_hidden",
+    "model.cnn_convs_per_stage",
+    "sampling.k_neighbors",
+    "data.image_size",
+    "sampling.pca_components",
+    "optim.backbone_lr_scale",
+)
+NON_NEGATIVE = (
+    "optim.weight_decay",
+    "optim.warmup_epochs",
+    "optim.grad_clip_norm",
+    "data.subset",
+    "train.checkpoint_every_steps",
+    "train.halt_after_steps",
+    "data.clean.blank_std",
+    "model.input_size",
+    "train.unfreeze_at_epoch",
+)
+FRACTIONS = ("model.dropout", "model.conv_dropout", "train.label_smoothing", "optim.momentum")
 
-def _get(config, dotted: str):
+
+def flat_keys(config: ml_collections.ConfigDict) -> list[str]:
+    """Every dotted key of a config ("train.batch_size", ...)."""
+    return list(flatten(config.to_dict()))
+
+
+def get(config, dotted: str):
     node = config
     for part in dotted.split("."):
         node = node[part]
@@ -41,77 +98,44 @@ def _check(cond: bool, key: str, value, expected: str) -> None:
 
 def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
     """Raises ConfigError naming the first invalid key."""
-    from ferjax.augment import parse_ops
-    from ferjax.models import MODELS
-
     for key, choices in CHOICES.items():
-        value = _get(config, key)
-        _check(value in choices, key, value, "one of " + ", ".join(choices))
+        value = get(config, key)
+        if value not in choices:
+            raise ConfigError(
+                f"config.{key}: got {value!r}, expected one of "
+                + ", ".join(str(c) for c in choices)
+                + did_you_mean(value, choices)
+            )
+    for key in POSITIVE:
+        _check(get(config, key) > 0, key, get(config, key), "a positive number")
+    for key in NON_NEGATIVE:
+        _check(get(config, key) >= 0, key, get(config, key), "a number >= 0")
+    for key in FRACTIONS:
+        _check(0 <= get(config, key) < 1, key, get(config, key), "a number in [0, 1)")
+    train, data = config.train, config.data
     _check(
-        config.model.name in MODELS, "model.name", config.model.name, "one of " + ", ".join(MODELS)
-    )
-    positive = (
-        "optim.learning_rate",
-        "train.batch_size",
-        "train.num_epochs",
-        "train.log_every_steps",
-        "train.eval_batch_size",
-        "model.width",
-        "model.cnn_hidden",
-        "model.cnn_convs_per_stage",
-        "sampling.k_neighbors",
-        "data.image_size",
-        "sampling.pca_components",
-        "optim.backbone_lr_scale",
-    )
-    for key in positive:
-        value = _get(config, key)
-        _check(value > 0, key, value, "a positive number")
-    non_negative = (
-        "optim.weight_decay",
-        "optim.warmup_epochs",
-        "optim.grad_clip_norm",
-        "data.subset",
-        "train.checkpoint_every_steps",
-        "train.halt_after_steps",
-        "data.clean.blank_std",
-        "model.input_size",
-        "train.unfreeze_at_epoch",
-    )
-    for key in non_negative:
-        value = _get(config, key)
-        _check(value >= 0, key, value, "a number >= 0")
-    _check(
-        config.train.verbosity in (0, 1, 2),
+        train.verbosity in (0, 1, 2),
         "train.verbosity",
-        config.train.verbosity,
+        train.verbosity,
         "0 (quiet), 1 (default) or 2 (verbose)",
     )
     _check(
-        config.train.progress_seconds > 0,
+        train.progress_seconds > 0,
         "train.progress_seconds",
-        config.train.progress_seconds,
+        train.progress_seconds,
         "a positive number of seconds",
     )
     _check(
-        0 < config.train.nan_lr_factor <= 1,
+        0 < train.nan_lr_factor <= 1,
         "train.nan_lr_factor",
-        config.train.nan_lr_factor,
+        train.nan_lr_factor,
         "a number in (0, 1]",
     )
-    for key in ("model.dropout", "model.conv_dropout", "train.label_smoothing", "optim.momentum"):
-        value = _get(config, key)
-        _check(0 <= value < 1, key, value, "a number in [0, 1)")
+    _check(0 < data.val_fraction < 1, "data.val_fraction", data.val_fraction, "a number in (0, 1)")
     _check(
-        0 < config.data.val_fraction < 1,
-        "data.val_fraction",
-        config.data.val_fraction,
-        "a number in (0, 1)",
-    )
-    _check(
-        0 <= config.data.clean.near_hamming <= 128,
+        0 <= data.clean.near_hamming <= 128,
         "data.clean.near_hamming",
-        config.data.clean.near_hamming,
+        data.clean.near_hamming,
         "an integer in 0..128",
     )
     widths = str(config.model.cnn_widths).split(",")
@@ -130,17 +154,12 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
             config.optim.step_epochs,
             "comma-separated epochs such as 60,90",
         )
-    if config.data.name != "synthetic":
-        _check(
-            bool(config.data.path),
-            "data.path",
-            config.data.path,
-            f"the path of the {config.data.name} data",
-        )
+    if data.name != "synthetic":
+        _check(bool(data.path), "data.path", data.path, f"the path of the {data.name} data")
     _check(
-        config.train.batch_size % device_count == 0,
+        train.batch_size % device_count == 0,
         "train.batch_size",
-        config.train.batch_size,
+        train.batch_size,
         f"a multiple of the device count ({device_count})",
     )
     parse_ops(config.augment.ops)
@@ -148,14 +167,9 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
 
 
 def _validate_transfer(config: ml_collections.ConfigDict) -> None:
-    import os
-
-    from ferjax.transfer import parse_patterns
-
     model = config.model
-    patterns = parse_patterns(model.freeze)
     _check(
-        bool(patterns) or config.train.unfreeze_at_epoch == 0,
+        bool(parse_patterns(str(model.freeze))) or config.train.unfreeze_at_epoch == 0,
         "train.unfreeze_at_epoch",
         config.train.unfreeze_at_epoch,
         "0 when model.freeze is empty (nothing to unfreeze)",
@@ -166,31 +180,3 @@ def _validate_transfer(config: ml_collections.ConfigDict) -> None:
         model.init_from,
         "an existing weight file, converted file or ferjax workdir",
     )
-
-
-# Files and folders a ferjax run writes into its workdir.
-WORKDIR_MARKERS = (
-    "config.json",
-    "checkpoints",
-    "metrics.jsonl",
-    "data_report.json",
-    "model_info.json",
-    "report.json",
-)
-
-
-def check_workdir(workdir: str) -> None:
-    """A workdir must be new, empty, or a ferjax run's (never another project's folder)."""
-    import os
-
-    if not workdir:
-        raise ConfigError("--workdir: empty, expected a directory for checkpoints and reports")
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ConfigError(f"--workdir: {workdir} is a file, expected a directory")
-    if os.path.isdir(workdir):
-        entries = os.listdir(workdir)
-        if entries and not any(m in entries for m in WORKDIR_MARKERS):
-            raise ConfigError(
-                f"--workdir: {workdir} holds files that are not from a ferjax run "
-                f"(e.g. {sorted(entries)[0]!r}); use a new or empty directory"
-            )

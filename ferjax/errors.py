@@ -26,3 +26,15 @@ class DataNotFoundError(FerjaxError):
 
 class CheckpointError(FerjaxError):
     """A checkpoint that cannot be used (missing, incompatible or corrupt)."""
+
+
+class TrainingDiverged(FerjaxError):
+    """A non-finite loss or gradient (train.on_nan=stop, or rollbacks exhausted)."""
+
+    exit_code = 3
+
+
+class Preempted(FerjaxError):
+    """SIGTERM/SIGINT: a checkpoint was written at the current step; re-run to resume."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again

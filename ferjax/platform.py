@@ -30,6 +30,12 @@ MALLOC_TUNABLE = "glibc.malloc.hugetlb=1"
 _REEXEC_MARK = "FERJAX_REEXECUTED"
 
 
+def quiet_tensorflow() -> None:
+    """TensorFlow's start-up banner and oneDNN notice off (unless the user set them)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
 def tuning_enabled() -> bool:
     return os.environ.get(SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
 

@@ -10,6 +10,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ferjax.data.dataset import Split  # noqa: E402
+from ferjax.metrics import expected_calibration_error  # noqa: E402
+from ferjax.workdir import Workdir  # noqa: E402
+
 
 def read_metrics(path: str) -> dict[str, dict[int, dict]]:
     """metrics.jsonl -> {split: {step: record}}; a later line for the same step wins (resume)."""
@@ -47,12 +51,8 @@ def training_curves(metrics_path: str, out_path: str) -> None:
     plt.close(fig)
 
 
-def confusion_matrix(report: dict, out_path: str) -> None:
-    """Counts and row-normalised confusion matrices side by side, with class names."""
-    _save(confusion_matrix_figure(report), out_path)
-
-
 def confusion_matrix_figure(report: dict):
+    """Counts and row-normalised confusion matrices side by side, with class names."""
     cm = np.asarray(report["confusion_matrix"], np.float64)
     names = report["class_names"]
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -82,12 +82,13 @@ def confusion_matrix_figure(report: dict):
     return fig
 
 
-def _save(fig, out_path: str) -> None:
+DPI = 100
+
+
+def save(fig, out_path: str) -> None:
+    """Writes a figure as PNG and closes it."""
     fig.savefig(out_path, dpi=DPI)
     plt.close(fig)
-
-
-DPI = 100
 
 
 def precision_recall_figure(report: dict):
@@ -120,8 +121,6 @@ def bars_size(num_classes: int) -> tuple[float, float]:
 def reliability_figure(labels: np.ndarray, probs: np.ndarray, split: str, bins: int = 15):
     """Accuracy vs confidence of the top-1 prediction in equal-width bins (the ECE bins), with
     the fraction of examples per bin underneath."""
-    from ferjax.metrics import expected_calibration_error
-
     conf = probs.max(axis=-1)
     correct = probs.argmax(axis=-1) == labels
     which = np.minimum((conf * bins).astype(int), bins - 1)
@@ -136,13 +135,16 @@ def reliability_figure(labels: np.ndarray, probs: np.ndarray, split: str, bins: 
     )
     has = count > 0
     ax.bar(centers[has], acc[has], width=1 / bins, edgecolor="black", alpha=0.8, label="accuracy")
+    # The gap is drawn hatched, not as a translucent fill: over an accuracy bar (confidence
+    # below accuracy) a translucent red would blend into a colour the legend does not show.
     ax.bar(
         centers[has],
         (mean_conf - acc)[has],
         bottom=acc[has],
         width=1 / bins,
-        color="tab:red",
-        alpha=0.3,
+        color="none",
+        edgecolor="tab:red",
+        hatch="///",
         label="gap to confidence",
     )
     ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
@@ -200,7 +202,11 @@ def mistakes_figure(
     for ax in axes:
         ax.axis("off")
     for ax, i, c in zip(axes, idx, conf):
-        ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+        image = images[i]
+        if image.ndim == 3 and image.shape[-1] == 1:
+            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+        else:  # colour, shown as it is
+            ax.imshow(image)
         where = f" row {int(rows[i])}" if rows is not None else ""
         ax.set_title(
             f"true {class_names[labels[i]]}\npred {class_names[probs[i].argmax()]} {c:.2f}"
@@ -217,30 +223,59 @@ def mistakes_figure(
 
 
 def report_figures(
-    out_dir: str,
+    workdir: Workdir,
     report: dict,
-    labels: np.ndarray,
+    split: Split,
     probs: np.ndarray,
-    images: np.ndarray,
-    rows: np.ndarray | None = None,
-    suffix: str = "",
+    split_name: str = "",
+    data: str = "",
 ) -> list[str]:
-    """Writes the evaluation figures of one split; returns their paths.
-
-    confusion_matrix, per_class (precision/recall bars), reliability, mistakes (.png, + suffix).
-    """
-    import os
-
+    """Writes the evaluation figures of one split; returns their paths: confusion_matrix,
+    per_class (precision/recall bars), reliability, mistakes (workdir.figure names: training
+    writes `<name>.png`, evaluate `<name>_<split>[_<data>].png`)."""
     names = report["class_names"]
     figures = {
         "confusion_matrix": lambda: confusion_matrix_figure(report),
         "per_class": lambda: precision_recall_figure(report),
-        "reliability": lambda: reliability_figure(labels, probs, report["split"]),
-        "mistakes": lambda: mistakes_figure(images, labels, probs, names, report["split"], rows),
+        "reliability": lambda: reliability_figure(split.labels, probs, report["split"]),
+        "mistakes": lambda: mistakes_figure(
+            split.images, split.labels, probs, names, report["split"], split.rows
+        ),
     }
     paths = []
     for name, make in figures.items():
-        path = os.path.join(out_dir, f"{name}{suffix}.png")
-        _save(make(), path)
+        path = workdir.figure(name, split_name, data)
+        save(make(), path)
         paths.append(path)
     return paths
+
+
+def comparison_figure(reports: list[dict], names: list[str]):
+    """Grouped bars: overall metrics, per-class recall, per-class F1 (one colour per run)."""
+    classes = []
+    for r in reports:
+        classes += [c for c in r["class_names"] if c not in classes]
+    panels = [
+        ("overall", ["accuracy", "balanced_accuracy", "macro_f1"], lambda r, k: r.get(k)),
+        ("per-class recall", classes, lambda r, c: r["per_class"].get(c, {}).get("recall")),
+        ("per-class F1", classes, lambda r, c: r["per_class"].get(c, {}).get("f1")),
+    ]
+    fig, axes = plt.subplots(3, 1, figsize=figure_size(len(classes)))
+    bar = 0.8 / len(reports)
+    for ax, (title, keys, get) in zip(axes, panels):
+        x = np.arange(len(keys))
+        for i, (r, name) in enumerate(zip(reports, names)):
+            values = [get(r, k) for k in keys]
+            values = [np.nan if v is None else v for v in values]
+            ax.bar(x - 0.4 + bar * (i + 0.5), values, width=bar, label=name)
+        ax.set_xticks(x, keys)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def figure_size(num_classes: int) -> tuple[float, float]:
+    return (max(8.0, 1.5 + 1.1 * num_classes), 9.0)

@@ -23,10 +23,12 @@ def _duration(seconds: float) -> str:
 
 class Progress:
     """Per-epoch progress. The loop calls begin_epoch, step (every step), train_window (with
-    host copies of the metric sums it already fetched), end_epoch and close.
+    host copies of the metric sums it already fetched), end_epoch and close; `print` writes a
+    line above the bar (tqdm.write) so that log lines never break it.
 
     Reading the loss of a step forces a device sync, so it is done at most once per refresh
-    interval (0.5 s on a terminal), never per step.
+    interval (0.5 s on a terminal), never per step. The img/s shown is measured between two
+    such syncs: steps finished over time taken, not the speed at which steps were dispatched.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class Progress:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval = 0.5 if self.tty else (log_seconds / 3 if verbosity >= 2 else log_seconds)
         self.bar = None
+        self.sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
 
     def print(self, line: str) -> None:
         """A line that does not break the bar (tqdm.write on a terminal)."""
@@ -61,11 +64,12 @@ class Progress:
 
     def begin_epoch(self, epoch: int, step_in_epoch: int) -> None:
         self.epoch, self.done = epoch, step_in_epoch
-        self.t0 = self.t_last = time.time()
+        self.t_last = time.time()
         self.last_done = step_in_epoch
         self.loss = None
-        self.t_first = None  # after the epoch's first step (which may include compilation)
+        self.synced = False  # no sync yet in this epoch: the first one may include compilation
         self.sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+        self.rate = None
         if self.enabled and self.tty:
             from tqdm import tqdm
 
@@ -81,41 +85,49 @@ class Progress:
                 miniters=1,
             )
 
-    def step(self, metrics) -> None:
-        """After each train step; `metrics` are that step's on-device sums."""
+    def step(self, metrics, fetch=jax.device_get) -> None:
+        """After each train step; `metrics` are that step's on-device sums, read with `fetch`
+        at most once per refresh interval."""
         self.done += 1
         if not self.enabled:
             return
-        now = time.time()
-        if self.t_first is None:
-            self.t_first, self.first_done = now, self.done
-        if now - self.t_last < self.interval and self.done < self.steps_per_epoch:
+        if time.time() - self.t_last < self.interval and self.done < self.steps_per_epoch:
             return
-        m = jax.device_get(metrics)  # the only sync, once per interval
+        m = fetch(metrics)  # the only sync, once per interval: the step has now finished
+        now = time.time()
         if float(m["count"]) > 0:
             batch_loss = float(m["loss_sum"]) / float(m["count"])
             self.loss = batch_loss if self.loss is None else 0.7 * self.loss + 0.3 * batch_loss
-        rate = (self.done - self.last_done) * self.batch_size / max(now - self.t_last, 1e-9)
+        if self.synced:
+            steps = self.done - self.last_done
+            self.rate = steps * self.batch_size / max(now - self.t_last, 1e-9)
+        self.synced = True
         self.t_last, self.last_done = now, self.done
+        self._show(now)
+
+    def _show(self, now: float) -> None:
         loss = "?" if self.loss is None else f"{self.loss:.4f}"
+        rate = "? img/s" if self.rate is None else f"{self.rate:,.0f} img/s"
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{rate:,.0f} img/s loss {loss}", refresh=False)
+            self.bar.set_postfix_str(f"{rate} loss {loss}", refresh=False)
             self.bar.update(self.done - self.bar.n)
         elif self.done < self.steps_per_epoch:
-            timed = self.done - self.first_done
-            eta = (now - self.t_first) / timed * (self.steps_per_epoch - self.done) if timed else 0
+            left = self.steps_per_epoch - self.done
+            eta = _duration(left * self.batch_size / self.rate) if self.rate else "?"
             print(
                 f"epoch {self.epoch + 1}/{self.num_epochs} step {self.done}/{self.steps_per_epoch} "
-                f"({100 * self.done / self.steps_per_epoch:.0f}%) {rate:,.0f} img/s "
-                f"loss {loss} eta {_duration(eta) if eta else '?'}",
+                f"({100 * self.done / self.steps_per_epoch:.0f}%) {rate} loss {loss} eta {eta}",
                 file=self.stream,
                 flush=True,
             )
 
-    def train_window(self, sums: dict) -> None:
-        """Host copies of the loop's metric sums over the steps since its last log write."""
+    def train_window(self, sums: dict, steps: int = 0, seconds: float = 0.0) -> None:
+        """Host copies of the loop's metric sums over the `steps` steps (taking `seconds`)
+        since its last log write; updates the shown img/s too."""
         for k in self.sums:
             self.sums[k] += float(sums[k])
+        if steps > 0 and seconds > 0:
+            self.rate = steps * self.batch_size / seconds
 
     def end_epoch(self, step: int, report: dict, seconds: float) -> None:
         """The epoch summary: train loss/accuracy, validation metrics, per-class recall, time."""

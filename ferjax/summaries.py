@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 
 import jax
+import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
+
+from ferjax import plots
+from ferjax.augment import make_augment
 
 
 def hparams(config: ml_collections.ConfigDict) -> dict:
@@ -35,11 +39,11 @@ def write_hparams(writer, config: ml_collections.ConfigDict) -> None:
 
 
 def image_grid(images: np.ndarray, columns: int = 8, pad: int = 2) -> np.ndarray:
-    """uint8[N, H, W] -> one uint8[rows*(H+pad)+pad, columns*(W+pad)+pad] mosaic."""
-    n, h, w = images.shape
+    """uint8[N, H, W, C] -> one uint8[rows*(H+pad)+pad, columns*(W+pad)+pad, C] mosaic."""
+    n, h, w, c = images.shape
     columns = min(columns, max(n, 1))
     rows = -(-n // columns)
-    grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad), 255, np.uint8)
+    grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), 255, np.uint8)
     for i, im in enumerate(images):
         r, c = divmod(i, columns)
         y, x = pad + r * (h + pad), pad + c * (w + pad)
@@ -50,9 +54,8 @@ def image_grid(images: np.ndarray, columns: int = 8, pad: int = 2) -> np.ndarray
 def augmented_samples(
     images: np.ndarray, config: ml_collections.ConfigDict, count: int = 32
 ) -> np.ndarray:
-    """The first `count` training images through the configured augmentation. uint8[N, H, W]."""
-    from ferjax.augment import make_augment
-
+    """The first `count` training images through the configured augmentation.
+    uint8[N, H, W, C]."""
     augment = jax.jit(make_augment(config.augment.ops))
     x = np.asarray(images[:count], np.float32)
     targets = np.zeros((len(x), 1), np.float32)  # batch-level ops (mixup) need targets
@@ -64,13 +67,11 @@ def augmented_samples(
 def write_augmented_inputs(writer, step: int, images: np.ndarray, config) -> None:
     """An 8-wide grid of augmented training inputs (written once, at the start of a run)."""
     grid = image_grid(augmented_samples(images, config))
-    writer.write_images(step, {"inputs/augmented": grid[None, :, :, None]})
+    writer.write_images(step, {"inputs/augmented": grid[None]})
 
 
 def figure_to_array(fig) -> np.ndarray:
     """A matplotlib figure -> uint8[H, W, 3] (closes the figure)."""
-    import matplotlib.pyplot as plt
-
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())
     plt.close(fig)
@@ -79,7 +80,5 @@ def figure_to_array(fig) -> np.ndarray:
 
 def write_confusion_matrix(writer, step: int, report: dict) -> None:
     """The confusion matrix figure (counts + row-normalised) under `<split>/confusion_matrix`."""
-    from ferjax import plots
-
     image = figure_to_array(plots.confusion_matrix_figure(report))
     writer.write_images(step, {f"{report['split']}/confusion_matrix": image[None]})

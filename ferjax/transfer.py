@@ -12,7 +12,6 @@ path matches are kept fixed while frozen.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 from collections.abc import Callable
@@ -22,8 +21,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 
+from ferjax import weights
 from ferjax.errors import CheckpointError, ConfigError
+from ferjax.workdir import BEST, LATEST, Workdir, find_run_info
 
 FROZEN, TRAINABLE = "frozen", "trainable"
 
@@ -32,11 +34,17 @@ def path_str(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
-def parse_patterns(spec: str) -> list[re.Pattern]:
+@functools.lru_cache(maxsize=16)
+def parse_patterns(spec: str) -> tuple[re.Pattern, ...]:
+    """The comma-separated regexes of `model.freeze` (parsed once per distinct spec)."""
     try:
-        return [re.compile(p.strip()) for p in str(spec).split(",") if p.strip()]
+        return tuple(re.compile(p.strip()) for p in str(spec).split(",") if p.strip())
     except re.error as e:
         raise ConfigError(f"config.model.freeze: got {spec!r}, not a valid regex ({e})") from None
+
+
+def freeze_patterns(config: ml_collections.ConfigDict) -> tuple[re.Pattern, ...]:
+    return parse_patterns(str(config.model.freeze))
 
 
 def frozen_mask(tree, patterns: list[re.Pattern]):
@@ -75,7 +83,7 @@ def freezing_optimizer(
     optimizer. Frozen parameters: set_to_zero (never unfrozen), or a conditionally masked copy of
     the base optimizer whose state only starts moving at the unfreeze step, with learning rate
     backbone_lr_scale * schedule(global step)."""
-    patterns = parse_patterns(config.model.freeze)
+    patterns = freeze_patterns(config)
     start = unfreeze_step(config, steps_per_epoch)
     if start is None:
         frozen = optax.set_to_zero()
@@ -92,7 +100,7 @@ def freezing_optimizer(
 def make_keep_frozen_stats(config: ml_collections.ConfigDict, steps_per_epoch: int):
     """keep(old_stats, new_stats, step) -> stats with the frozen BatchNorm statistics of `old`
     while frozen; None when nothing is frozen."""
-    patterns = parse_patterns(config.model.freeze)
+    patterns = freeze_patterns(config)
     if not patterns:
         return None
     start = unfreeze_step(config, steps_per_epoch)
@@ -108,60 +116,33 @@ def make_keep_frozen_stats(config: ml_collections.ConfigDict, steps_per_epoch: i
 # ------------------------------------------------------------------------------- init_from
 
 
-def _has_steps(directory: str) -> bool:
-    return os.path.isdir(directory) and any(d.isdigit() for d in os.listdir(directory))
-
-
 def _orbax_state_dir(path: str) -> str:
     """The `<step>/state` item of a workdir, a checkpoints/{best,latest} folder or a step."""
     if os.path.isdir(os.path.join(path, "state")):
         return os.path.join(path, "state")
-    for manager in (
-        os.path.join(path, "checkpoints", "best"),
-        os.path.join(path, "checkpoints", "latest"),
-        path,
-    ):
-        if _has_steps(manager):
-            step = max(int(d) for d in os.listdir(manager) if d.isdigit())
-            return os.path.join(manager, str(step), "state")
+    run = Workdir(path)
+    for folder in (run.checkpoint_dir(BEST), run.checkpoint_dir(LATEST), os.path.abspath(path)):
+        steps = [int(d) for d in os.listdir(folder) if d.isdigit()] if os.path.isdir(folder) else []
+        if steps:
+            return os.path.join(folder, str(max(steps)), "state")
     raise CheckpointError(f"{path}: no ferjax checkpoint (expected checkpoints/best or latest)")
-
-
-def _workdir_style(path: str) -> str | None:
-    for d in (os.path.abspath(path), *_parents(path, 4)):
-        info = os.path.join(d, "model_info.json")
-        if os.path.isfile(info):
-            with open(info) as f:
-                return json.load(f).get("style")
-    return None
-
-
-def _parents(path: str, n: int) -> list[str]:
-    out, p = [], os.path.abspath(path)
-    for _ in range(n):
-        p = os.path.dirname(p)
-        out.append(p)
-    return out
 
 
 @functools.lru_cache(maxsize=2)
 def load_pretrained(path: str, model_name: str) -> dict:
     """{"params", "batch_stats", "meta"} (numpy leaves) from a converted .msgpack file, a raw
     weight file (converted on the fly) or a ferjax workdir / Orbax checkpoint."""
-    from ferjax import convert
-
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: model.init_from does not exist")
     if os.path.isdir(path):
-        import orbax.checkpoint as ocp
-
         state_dir = _orbax_state_dir(path)
         try:
             state = ocp.StandardCheckpointer().restore(os.path.abspath(state_dir))
         except Exception as e:  # noqa: BLE001 - any failure means an unusable checkpoint
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"{state_dir}: cannot be restored ({first[:200]})") from None
-        meta = {"style": _workdir_style(path), "source_format": "ferjax"}
+        info = find_run_info(path)
+        meta = {"style": info.style if info else None, "source_format": "ferjax"}
         return {
             "params": state["params"],
             "batch_stats": state.get("batch_stats", {}),
@@ -170,16 +151,17 @@ def load_pretrained(path: str, model_name: str) -> dict:
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(b"\x89HDF") or path.endswith((".safetensors", ".pth", ".pt", ".bin")):
-        if model_name not in ("vgg16", "resnet50"):
+        if model_name not in weights.WEIGHT_MODELS:
             raise CheckpointError(
                 f"{path}: ImageNet weight files need model.name vgg16 or resnet50, not {model_name}"
             )
-        return convert.convert(path, model_name)
-    return convert.load(path)
+        return weights.convert(path, model_name)
+    return weights.load(path)
 
 
-def resnet_style(config: ml_collections.ConfigDict) -> str:
-    """model.style, with auto resolved from model.init_from's source (torch if none)."""
+def resolve_style(config: ml_collections.ConfigDict) -> str:
+    """model.style of a resnet50, with auto resolved from model.init_from's source (torch when
+    there is none). Resolved once when a run starts and saved in model_info.json."""
     style = config.model.style
     if style != "auto":
         return style
@@ -246,11 +228,11 @@ def init_from(config: ml_collections.ConfigDict, state, workdir: str):
     """state with params and batch_stats from `model.init_from` (a fresh run only: a workdir
     that already has a latest checkpoint resumes from it instead)."""
     path = config.model.init_from
-    if not path or _has_steps(os.path.join(workdir, "checkpoints", "latest")):
+    if not path or Workdir(workdir).checkpoint_steps(LATEST):
         return state
     source = load_pretrained(path, config.model.name)
     if config.model.name == "resnet50":
-        have, want = source["meta"].get("style"), resnet_style(config)
+        have, want = source["meta"].get("style"), resolve_style(config)
         if have and have != want:
             raise CheckpointError(
                 f"{path}: {have}-style ResNet-50 weights, but model.style resolves to {want}; "

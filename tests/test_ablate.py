@@ -4,16 +4,15 @@ import json
 import os
 
 import pytest
-from conftest import ROOT, tiny_config
+from conftest import TINY, tiny_config
 
-from ferjax import ablate
+from ferjax import ablation as ablate
 from ferjax.errors import ConfigError
 
-TINY = str(ROOT / "tests" / "configs" / "tiny.py")
 USER = [
-    "--config.train.num_epochs=1",
-    "--config.train.label_smoothing=0.1",
-    "--config.data.classes=happy,sad,neutral",
+    ("train.num_epochs", "1"),
+    ("train.label_smoothing", "0.1"),
+    ("data.classes", "happy,sad,neutral"),
 ]
 
 

@@ -8,12 +8,16 @@ from conftest import tiny_config
 
 from ferjax import augment as A
 from ferjax.errors import ConfigError
+from ferjax.evaluation import make_predict
+from ferjax.models import create_model
+from ferjax.tools.preview import preview_grid
 
 KEY = jax.random.PRNGKey(0)
 
 
-def ramp(h=48, w=48):
-    return jnp.asarray(np.arange(h * w, dtype=np.float32).reshape(h, w) % 251)
+def ramp(h=48, w=48, c=1):
+    """float32[h, w, c] test image."""
+    return jnp.asarray(np.arange(h * w * c, dtype=np.float32).reshape(h, w, c) % 251)
 
 
 def test_flip_mirrors_exactly():
@@ -23,16 +27,16 @@ def test_flip_mirrors_exactly():
 
 
 def test_shift_moves_content_by_the_sampled_offset():
-    x = jnp.zeros((48, 48)).at[20, 30].set(255.0)
+    x = jnp.zeros((48, 48, 1)).at[20, 30].set(255.0)
     for seed in range(5):
         key = jax.random.PRNGKey(seed)
         offset = np.asarray(jax.random.randint(key, (2,), 0, 9))  # what shift samples
         out = np.asarray(A.shift(x, key, pad=4))
-        assert np.argwhere(out == 255.0).tolist() == [[20 + 4 - offset[0], 30 + 4 - offset[1]]]
+        assert np.argwhere(out == 255.0).tolist() == [[20 + 4 - offset[0], 30 + 4 - offset[1], 0]]
 
 
 def test_rotate_90_equals_rot90_up_to_interpolation():
-    x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (48, 48)).astype(np.float32))
+    x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (48, 48, 3)).astype(np.float32))
     np.testing.assert_allclose(A.rotate_by(x, 90.0), np.rot90(np.asarray(x), k=1), atol=1e-3)
     np.testing.assert_allclose(A.rotate_by(x, -90.0), np.rot90(np.asarray(x), k=-1), atol=1e-3)
     np.testing.assert_allclose(A.rotate_by(x, 0.0), x, atol=1e-4)
@@ -42,8 +46,10 @@ def test_rotate_90_equals_rot90_up_to_interpolation():
 
 
 def test_erase_zeroes_one_box():
-    x = jnp.full((48, 48), 100.0)
+    x = jnp.full((48, 48, 3), 100.0)
     out = np.asarray(A.random_erase(x, KEY, p=1.0, min_area=0.1, max_area=0.1))
+    assert (out == 0.0).all(axis=-1).sum() * 3 == (out == 0.0).sum()  # all channels erased
+    out = out[..., 0]
     zero = np.argwhere(out == 0.0)
     (r0, c0), (r1, c1) = zero.min(0), zero.max(0)
     assert (out[r0 : r1 + 1, c0 : c1 + 1] == 0).all()  # a filled rectangle
@@ -61,7 +67,7 @@ def test_photometric_ops():
     assert c.mean() == pytest.approx(float(x.mean()), rel=1e-4)
     np.testing.assert_allclose(A.gamma(x, key, lower=1.0, upper=1.0), x, rtol=1e-5)
     assert A.gaussian_noise(x, key).std() != x.std()
-    rough = np.random.default_rng(0).uniform(0, 255, (48, 48)).astype(np.float32)
+    rough = np.random.default_rng(0).uniform(0, 255, (48, 48, 1)).astype(np.float32)
     blurred = np.asarray(A.gaussian_blur(jnp.asarray(rough), key, sigma=1.0, min_sigma=1.0, p=1.0))
     assert np.abs(np.diff(blurred, axis=1)).mean() < 0.8 * np.abs(np.diff(rough, axis=1)).mean()
     assert blurred.mean() == pytest.approx(rough.mean(), rel=0.01)
@@ -74,7 +80,7 @@ def test_crop_full_scale_is_identity():
 
 
 def test_mixup_and_cutmix_targets_sum_to_one():
-    images = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (16, 48, 48)), jnp.float32)
+    images = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (16, 48, 48, 3)), jnp.float32)
     targets = jax.nn.one_hot(jnp.arange(16) % 3, 3)
     for op in (A.mixup, A.cutmix):
         out, t = op(images, targets, KEY)
@@ -85,7 +91,7 @@ def test_mixup_and_cutmix_targets_sum_to_one():
 
 def test_chain_is_deterministic_and_preserves_shape():
     aug = jax.jit(A.make_augment("flip|shift(pad=4)|rotate(degrees=10)|erase(p=0.5)|mixup"))
-    x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (8, 48, 48)), jnp.float32)
+    x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (8, 48, 48, 1)), jnp.float32)
     t = jax.nn.one_hot(jnp.arange(8) % 7, 7)
     a1, t1 = aug(x, t, KEY)
     a2, t2 = aug(x, t, KEY)
@@ -96,36 +102,72 @@ def test_chain_is_deterministic_and_preserves_shape():
 
 
 def test_bad_specs_are_one_line_errors():
-    with pytest.raises(ConfigError, match=r"^augment.ops: unknown op 'flap'; known ops: "):
+    with pytest.raises(ConfigError) as e:
         A.parse_ops("flip|flap")
-    with pytest.raises(
-        ConfigError, match=r"^augment.ops: shift has no argument 'pd' \(it takes pad\)"
-    ):
+    assert str(e.value).startswith("augment.ops: unknown op 'flap'; known ops: ")
+    assert str(e.value).endswith("; did you mean 'flip'?")
+    with pytest.raises(ConfigError) as e:
         A.parse_ops("shift(pd=3)")
-    assert A.parse_ops("flip|shift(pad=2)") == [("flip", {}), ("shift", {"pad": 2.0})]
+    assert str(e.value) == (
+        "augment.ops: shift has no argument 'pd' (it takes pad); did you mean 'pad'?"
+    )
+    with pytest.raises(ConfigError) as e:
+        A.parse_ops("shift(pad=2.5)")
+    assert str(e.value) == "augment.ops: shift(pad=...) must be an integer, got '2.5'"
+    with pytest.raises(ConfigError) as e:
+        A.parse_ops("rotate(degrees=x)")
+    assert str(e.value) == "augment.ops: rotate(degrees=...) must be a number, got 'x'"
+
+
+def test_arguments_keep_their_types():
+    chain = A.parse_ops("flip|shift(pad=2)|rotate(degrees=15)|erase(p=1)")
+    assert chain == [("flip", {}), ("shift", {"pad": 2}), ("rotate", {"degrees": 15.0}),
+                     ("erase", {"p": 1.0})]  # fmt: skip
+    assert type(chain[1][1]["pad"]) is int and type(chain[2][1]["degrees"]) is float
+
+
+def test_registering_an_op_twice_is_an_error():
+    with pytest.raises(ValueError, match="augment.ops: 'flip' is registered twice"):
+        A.register("flip")(lambda image, key: image)
+    assert A.OPS.get("flip").fn is A.flip
+
+
+def test_colour_ops():
+    rgb = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (16, 16, 3)), jnp.float32)
+    gray = rgb[..., :1]
+    for op in (A.saturation, A.hue):
+        assert np.array_equal(op(gray, KEY), gray)  # grayscale: unchanged
+        assert not np.allclose(op(rgb, KEY), rgb)
+    grey = np.asarray(A._luma(rgb))
+    np.testing.assert_allclose(A.saturation(rgb, KEY, lower=0.0, upper=0.0), np.repeat(grey, 3, -1),
+                               atol=1e-3)  # fmt: skip
+    np.testing.assert_allclose(A.hue(rgb, KEY, degrees=0.0), rgb, atol=1e-3)
+    # A hue rotation keeps the grey level of every pixel.
+    np.testing.assert_allclose(A._luma(A.hue(rgb, KEY, degrees=60.0)), grey, atol=1e-2)
+    gains = np.asarray(A.channel_gain(rgb, KEY, delta=0.2)) / np.asarray(rgb)
+    assert np.allclose(gains, gains[0, 0], rtol=1e-5) and len(set(gains[0, 0].round(5))) == 3
 
 
 def test_tta_views():
-    x = ramp()[None]
-    assert A.tta_views(x, "none").shape == (1, 1, 48, 48)
+    x = ramp(c=3)[None]
+    assert A.tta_views(x, "none").shape == (1, 1, 48, 48, 3)
     flip = A.tta_views(x, "flip")
     assert np.array_equal(flip[1], x[:, :, ::-1])
     ten = A.tta_views(x, "ten_crop")
-    assert ten.shape == (10, 1, 48, 48)
+    assert ten.shape == (10, 1, 48, 48, 3)
     np.testing.assert_allclose(ten[5:], ten[:5][:, :, :, ::-1])
 
 
 def test_tta_of_flip_invariant_model_equals_no_tta():
     """A model that sees only horizontally symmetric features gives the same output with flip
     TTA as without."""
-    from ferjax.train import make_predict
 
     class Symmetric:
         def apply(self, variables, x, train=False):
             sym = x + x[:, :, ::-1]
             return jnp.stack([sym.mean((1, 2, 3)), (sym**2).mean((1, 2, 3))], -1)
 
-    images = jnp.asarray(np.random.default_rng(1).integers(0, 255, (6, 48, 48)), jnp.uint8)
+    images = jnp.asarray(np.random.default_rng(1).integers(0, 255, (6, 48, 48, 1)), jnp.uint8)
     idx = jnp.arange(6)
     plain = make_predict(Symmetric(), (100.0, 50.0), "none")({}, images, idx)
     flipped = make_predict(Symmetric(), (100.0, 50.0), "flip")({}, images, idx)
@@ -135,23 +177,18 @@ def test_tta_of_flip_invariant_model_equals_no_tta():
 def test_augmentation_only_in_training():
     """Training applies the ops (the step's inputs change with them); evaluation does not
     (predictions do not depend on augment.ops)."""
-    from ferjax.models import create_model
-    from ferjax.train import make_predict
-
     config = tiny_config()
     model = create_model(config, 7)
-    images = jnp.asarray(np.random.default_rng(2).integers(0, 255, (4, 48, 48)), jnp.uint8)
+    images = jnp.asarray(np.random.default_rng(2).integers(0, 255, (4, 48, 48, 1)), jnp.uint8)
     variables = model.init(KEY, jnp.zeros((1, 48, 48, 1)))
     out = make_predict(model, (0.0, 1.0), "none")(variables, images, jnp.arange(4))
-    x = images.astype(jnp.float32)[..., None]
+    x = images.astype(jnp.float32)
     np.testing.assert_allclose(out, jax.nn.softmax(model.apply(variables, x)), rtol=1e-5)
 
 
 def test_preview_grid_rows_are_originals_then_draws():
-    from ferjax.preview import preview_grid
-
-    images = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1), dtype=np.uint8)
     grid = preview_grid(images, "flip(p=1.0)", draws=2)
-    assert grid.shape == (3 * 48, 3 * 48) and grid.dtype == np.uint8
+    assert grid.shape == (3 * 48, 3 * 48, 1) and grid.dtype == np.uint8
     np.testing.assert_array_equal(grid[:48, :48], images[0])
     np.testing.assert_array_equal(grid[48:96, 48:96], images[1][:, ::-1])

@@ -187,16 +187,15 @@ def test_load_data_cleans_before_class_selection(tmp_path):
 
 
 def test_main_writes_cleaning_into_data_report(tmp_path, monkeypatch):
-    import ferjax.main as main
-    import ferjax.train
+    import ferjax.tools.main as main
 
     data = planted()
     path = str(tmp_path / "fer2013.csv")
     write_fer2013_csv(path, data)
     cfg = default_config()
     cfg.data.name, cfg.data.path, cfg.data.cache_dir = "fer2013", path, str(tmp_path / "c")
-    monkeypatch.setattr(ferjax.train, "train_and_evaluate", lambda config, workdir, data: {})
-    main.run(cfg, str(tmp_path / "work"))
+    monkeypatch.setattr(main, "train_and_evaluate", lambda config, workdir, data: {})
+    main.run_training(cfg, str(tmp_path / "work"))
     report = json.load(open(tmp_path / "work" / "data_report.json"))
     assert report["cleaning"]["blank"]["total"] == 3
     assert report["splits"]["train"]["examples"] == 9

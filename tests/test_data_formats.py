@@ -440,9 +440,9 @@ def test_tfds_build_and_load(tmp_path, faces):
 def test_median3x3_matches_scipy():
     from scipy import ndimage
 
-    x = np.random.default_rng(0).integers(0, 256, (3, 48, 48)).astype(np.float32)
+    x = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 2)).astype(np.float32)
     x[0, :5, :5] = 7.0  # ties
-    expected = ndimage.median_filter(x, size=(1, 3, 3), mode="nearest")
+    expected = ndimage.median_filter(x, size=(1, 3, 3, 1), mode="nearest")
     np.testing.assert_array_equal(np.asarray(median3x3(x)), expected)
 
 

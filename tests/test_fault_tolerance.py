@@ -10,29 +10,30 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_config
-from test_train import latest_params, train_losses
+from conftest import (
+    ROOT,
+    TINY,
+    assert_trees_equal,
+    explain,
+    latest_params,
+    tiny_config,
+    train_losses,
+)
+from conftest import train as run
 
-from ferjax.config import check_workdir, validate
-from ferjax.errors import CheckpointError, ConfigError
-from ferjax.main import run
-from ferjax.train import TrainingDiverged
+from ferjax.config import validate
+from ferjax.errors import CheckpointError, ConfigError, TrainingDiverged
+from ferjax.workdir import Workdir
 
-TINY = str(ROOT / "tests" / "configs" / "tiny.py")
-# 4 epochs of 8 steps, a checkpoint every 2 steps.
-ARGS = ["--config.train.num_epochs=4", "--config.train.checkpoint_every_steps=2"]
+# 8 epochs of 8 steps, a checkpoint every 2 steps: long enough to stop the run mid-way.
+EPOCHS, STEPS_PER_EPOCH = 8, 8
+TOTAL = EPOCHS * STEPS_PER_EPOCH
+ARGS = [f"--config.train.num_epochs={EPOCHS}", "--config.train.checkpoint_every_steps=2"]
 
 
 def cli(workdir, *extra, wait=True):
-    cmd = [
-        sys.executable,
-        "-m",
-        "ferjax.main",
-        f"--config={TINY}",
-        f"--workdir={workdir}",
-        *ARGS,
-        *extra,
-    ]
+    cmd = [sys.executable, "-m", "ferjax.main", f"--config={TINY}", f"--workdir={workdir}"]
+    cmd += [*ARGS, *extra]
     if not wait:
         return subprocess.Popen(
             cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -44,64 +45,86 @@ def cli(workdir, *extra, wait=True):
 def straight(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("straight"))
     out = cli(workdir)
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.returncode == 0, explain(out)
+    assert latest_params(workdir)[0] == TOTAL
     return workdir
 
 
 def assert_same_params(a, b):
     (sa, pa), (sb, pb) = latest_params(a), latest_params(b)
-    assert sa == sb == 32
-    la, lb = jax.tree.leaves(pa), jax.tree.leaves(pb)
-    assert len(la) == len(lb) > 0
-    for x, y in zip(la, lb, strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert sa == sb == TOTAL
+    assert_trees_equal(pa, pb)
 
 
-def wait_for_step(workdir, step, proc, timeout=300):
+def logged_step(workdir) -> int:
     path = os.path.join(workdir, "metrics.jsonl")
+    losses = train_losses(workdir) if os.path.exists(path) else {}
+    return max(losses, default=0)
+
+
+def committed_steps(workdir) -> list[int]:
+    latest = os.path.join(workdir, "checkpoints", "latest")
+    if not os.path.isdir(latest):
+        return []
+    return sorted(int(d) for d in os.listdir(latest) if d.isdigit())
+
+
+def freeze_mid_run(workdir, proc, at_step: int, timeout=300) -> int:
+    """Waits until the run has logged `at_step` and committed a checkpoint, then freezes it
+    with SIGSTOP, so that nothing more happens until the test sends the next signal. Returns
+    the last logged step. Fails if the run ended (or died) first: the test's premise."""
     start = time.time()
     while time.time() - start < timeout:
-        if os.path.exists(path) and train_losses(workdir) and max(train_losses(workdir)) >= step:
-            return
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        time.sleep(0.05)
-    raise AssertionError(f"step {step} not reached")
+        if logged_step(workdir) >= at_step and committed_steps(workdir):
+            proc.send_signal(signal.SIGSTOP)
+            assert proc.poll() is None, "the run ended before it could be stopped mid-way"
+            stopped = logged_step(workdir)
+            assert stopped < TOTAL and not os.path.exists(os.path.join(workdir, "report.json"))
+            return stopped
+        assert proc.poll() is None, explain((proc.returncode, proc.stderr.read()))
+        time.sleep(0.01)
+    raise AssertionError(f"step {at_step} not reached in {timeout}s")
 
 
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path, straight):
-    kill_at = random.Random().randint(3, 28)  # after the first checkpoint (step 2)
+    kill_at = random.Random().randint(3, TOTAL // 2)
     proc = cli(str(tmp_path), wait=False)
-    wait_for_step(str(tmp_path), kill_at, proc)
-    # The step-2 checkpoint is saved asynchronously: kill only once it is committed.
-    committed = os.path.join(str(tmp_path), "checkpoints", "latest", "2")
-    start = time.time()
-    while not os.path.isdir(committed) and time.time() - start < 300:
-        time.sleep(0.05)
+    stopped = freeze_mid_run(str(tmp_path), proc, kill_at)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.wait(timeout=60)
+    # The premise: the process died of the SIGKILL, mid-run, before its final checkpoint and
+    # report.
+    assert proc.returncode == -signal.SIGKILL
+    assert not os.path.exists(tmp_path / "report.json")
+    assert max(committed_steps(str(tmp_path))) <= stopped < TOTAL
     out = cli(str(tmp_path))
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "resumed from step" in out.stdout, f"killed at step >= {kill_at}"
+    assert out.returncode == 0, explain(out)
+    resumed = int(out.stdout.split("resumed from step ")[1].split()[0])
+    assert 2 <= resumed <= stopped, (resumed, stopped, kill_at)
     assert_same_params(straight, str(tmp_path))
+    assert train_losses(straight) == train_losses(str(tmp_path))
 
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_exits(tmp_path, straight):
     proc = cli(str(tmp_path), wait=False)
-    wait_for_step(str(tmp_path), 11, proc)
+    stopped = freeze_mid_run(str(tmp_path), proc, 11)
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 75, err[-2000:]
-    assert "stopped by signal at step" in err
-    stopped_at = int(err.split("stopped by signal at step ")[1].split(";")[0])
-    assert latest_params(str(tmp_path))[0] == stopped_at
+    assert proc.returncode == 75, explain((proc.returncode, err))
+    assert err.count("stopped by signal at step") == 1, err  # said once
+    at = int(err.split("stopped by signal at step ")[1].split(";")[0])
+    assert stopped <= at < TOTAL and not os.path.exists(tmp_path / "report.json")
+    assert latest_params(str(tmp_path))[0] == at
     out = cli(str(tmp_path))
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert f"resumed from step {stopped_at} " in out.stdout
+    assert out.returncode == 0, explain(out)
+    assert f"resumed from step {at} " in out.stdout
     assert_same_params(straight, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back(tmp_path):
     workdir = str(tmp_path)
     halted = tiny_config(train__checkpoint_every_steps=2, train__halt_after_steps=6)
@@ -128,6 +151,7 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path):
     assert latest_params(workdir)[0] == 16
 
 
+@pytest.mark.slow
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
     config = tiny_config(train__checkpoint_every_steps=2, train__debug_nan_step=5)
     with pytest.raises(TrainingDiverged) as e:
@@ -141,6 +165,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
 
 
+@pytest.mark.slow
 def test_nan_rollback_lowers_learning_rate_and_finishes(tmp_path, capsys):
     config = tiny_config(
         train__checkpoint_every_steps=2, train__debug_nan_step=5, train__on_nan="rollback"
@@ -154,6 +179,7 @@ def test_nan_rollback_lowers_learning_rate_and_finishes(tmp_path, capsys):
     assert float(np.asarray(state["lr_scale"])) == 0.5
 
 
+@pytest.mark.slow
 def test_changed_config_is_refused_on_resume(tmp_path):
     run(tiny_config(train__halt_after_steps=3), str(tmp_path))
     with pytest.raises(CheckpointError) as e:
@@ -196,11 +222,12 @@ def test_unknown_class_name(tmp_path):
 def test_foreign_workdir_refused(tmp_path):
     (tmp_path / "thesis.tex").write_text("x")
     with pytest.raises(ConfigError) as e:
-        check_workdir(str(tmp_path))
+        Workdir(str(tmp_path)).check_usable()
     assert "holds files that are not from a ferjax run" in str(e.value)
-    check_workdir(str(tmp_path / "new"))  # a new directory is fine
+    Workdir(str(tmp_path / "new")).check_usable()  # a new directory is fine
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra, line",
     [

@@ -8,10 +8,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT
-from test_train import latest_params, train_losses
-
-TINY = str(ROOT / "tests" / "configs" / "tiny.py")
+from conftest import ROOT, TINY, explain, latest_params, train_losses
 
 
 def _train(workdir, processes, devices):
@@ -43,7 +40,7 @@ def _train(workdir, processes, devices):
             text=True,
             timeout=900,
         )
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, explain(out)
     return out
 
 

@@ -11,10 +11,11 @@ import optax
 import pytest
 from jax import lax
 
-from ferjax.models import create_model
+from ferjax.builder import build
+from ferjax.config import validate
+from ferjax.errors import ConfigError
 from ferjax.models.layers import GemmConv, resolve_conv_impl
 from ferjax.ops import conv2d, max_pool_2x2
-from ferjax.train import TrainState, make_optimizer, make_train_step
 
 DN = ("NHWC", "HWIO", "NHWC")
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.py"
@@ -122,7 +123,7 @@ def test_resolve_conv_impl(monkeypatch):
     assert resolve_conv_impl("auto", "gpu") == "xla"
     assert resolve_conv_impl("auto", "tpu") == "xla"
     assert resolve_conv_impl("xla", "cpu") == "xla"
-    with pytest.raises(ValueError, match="conv_impl"):
+    with pytest.raises(ConfigError, match="model.conv_impl: got 'oneDNN'"):
         resolve_conv_impl("oneDNN")
 
 
@@ -142,10 +143,12 @@ def _config(name: str, impl: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["cnn", "resnet18"])
 def test_param_trees_and_train_step_agree_between_impls(name):
+    """The builder's program with each conv_impl: identical initial parameters, close losses
+    and parameters after two steps."""
     rng = np.random.default_rng(0)
     n, k = 16, 3
     data = {
-        "images": jnp.asarray(rng.integers(0, 256, (n, 16, 16)), jnp.uint8),
+        "images": jnp.asarray(rng.integers(0, 256, (n, 16, 16, 1)), jnp.uint8),
         "targets": jax.nn.one_hot(jnp.arange(n) % k, k),
     }
     batch = {
@@ -156,21 +159,18 @@ def test_param_trees_and_train_step_agree_between_impls(name):
     }
     results = {}
     for impl in ("xla", "fast", "gemm"):
-        config = _config(name, impl)
-        model = create_model(config, k)
-        tx, _ = make_optimizer(config, steps_per_epoch=10)
-        variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 1)), train=False)
-        state = TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=variables["params"],
-            batch_stats=variables["batch_stats"],
-            opt_state=tx.init(variables["params"]),
-            lr_scale=jnp.ones((), jnp.float32),
+        program = build(
+            _config(name, impl),
+            num_classes=k,
+            image_shape=(16, 16, 1),
+            steps_per_epoch=10,
+            norm=(128.0, 64.0),
         )
-        step = jax.jit(make_train_step(model, tx, config, (128.0, 64.0)))
+        state = program.state
+        initial = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
         for _ in range(2):
-            state, metrics = step(state, data, batch)
-        results[impl] = (variables, state, metrics)
+            state, metrics = program.train_step(state, data, batch)
+        results[impl] = (initial, jax.device_get(state), jax.device_get(metrics))
     v_xla, s_xla, m_xla = results["xla"]
     for impl in ("fast", "gemm"):
         v, s, m = results[impl]
@@ -186,9 +186,6 @@ def test_param_trees_and_train_step_agree_between_impls(name):
 
 
 def test_config_rejects_unknown_conv_impl():
-    from ferjax.config import validate
-    from ferjax.errors import ConfigError
-
     config = runpy.run_path(str(DEFAULT_CONFIG))["get_config"]()
     validate(config)
     config.model.conv_impl = "onednn"

@@ -232,7 +232,7 @@ def test_smote_raises_rare_class_recall_over_none(tmp_path):
     0.141 / 0.099 / 0.207. The asserted margins are about half the smallest measured ones.
     Takes ~3.5 min on 2 heavily shared cores (~1.5 min per run).
     """
-    from ferjax.main import run
+    from conftest import train as run
 
     reports = {}
     for method in ("none", "smote"):

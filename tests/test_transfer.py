@@ -13,10 +13,18 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import call_tool  # noqa: E402
 
-from ferjax import convert, transfer  # noqa: E402
+from ferjax import transfer  # noqa: E402
+from ferjax import weights as convert  # noqa: E402
+from ferjax.builder import build  # noqa: E402
+from ferjax.checkpoint import Checkpoints  # noqa: E402
+from ferjax.config import validate  # noqa: E402
 from ferjax.errors import CheckpointError, ConfigError  # noqa: E402
 from ferjax.models.imagenet import VGG16, ResNet50, TransferNet  # noqa: E402
+from ferjax.step import TrainState  # noqa: E402
+from ferjax.tools.convert import main as convert_main  # noqa: E402
+from ferjax.workdir import Workdir  # noqa: E402
 
 TOL = 1e-4
 
@@ -60,7 +68,7 @@ def keras_files(tmp_path_factory):
     rng = np.random.default_rng(0)
     x = _input()
     out = {}
-    for name, build in (
+    for name, make in (
         ("vgg16", lambda: keras.applications.VGG16(weights=None, include_top=False)),
         (
             "resnet50",
@@ -69,7 +77,7 @@ def keras_files(tmp_path_factory):
             ),
         ),
     ):
-        model = build()
+        model = make()
         _randomise_keras(model, rng)
         if name == "resnet50":
             features = keras.Model(model.input, model.get_layer("avg_pool").output)
@@ -158,7 +166,7 @@ def torch_state(tmp_path_factory):
 def test_torchvision_safetensors_converts_and_cli_writes_loadable_file(torch_state, tmp_path):
     state, path = torch_state
     dst = str(tmp_path / "resnet50.msgpack")
-    assert convert.main([path, dst, "--model=resnet50"]) == 0
+    assert call_tool(convert_main, [path, dst, "--model=resnet50"]) == 0
     loaded = convert.load(dst)
     assert loaded["meta"]["style"] == "torch" and loaded["meta"]["source_format"] == "safetensors"
     p, s = loaded["params"]["backbone"], loaded["batch_stats"]["backbone"]
@@ -262,7 +270,7 @@ def test_mismatched_files_give_one_line_naming_the_tensor(torch_state, tmp_path,
         str(e.value)
         == f"{path}: missing tensor 'layer1.0.bn2.weight' for resnet50 (safetensors naming)"
     )
-    assert convert.main([path, str(tmp_path / "out.msgpack"), "--model=vgg16"]) == 2
+    assert call_tool(convert_main, [path, str(tmp_path / "out.msgpack"), "--model=vgg16"]) == 2
     err = capsys.readouterr().err
     assert (
         err == f"error: {path}: missing tensor 'features.0.weight' for vgg16 (safetensors naming)\n"
@@ -319,8 +327,6 @@ def _tiny(k=3, stages=2):
 
 
 def _tiny_state(net, seed):
-    from ferjax.train import TrainState
-
     v = net.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8, 8, 1)))
     return TrainState(
         jnp.zeros((), jnp.int32), v["params"], v["batch_stats"], {}, jnp.ones((), jnp.float32)
@@ -328,10 +334,8 @@ def _tiny_state(net, seed):
 
 
 def test_init_from_workdir_with_other_class_count(tmp_path):
-    from ferjax.checkpoint import Checkpoints
-
     state7 = _tiny_state(_tiny(7), 0)
-    ckpts = Checkpoints(str(tmp_path / "src"), async_save=False)
+    ckpts = Checkpoints(Workdir(str(tmp_path / "src")), async_save=False)
     ckpts.save_best(5, state7, {"best_value": 0.5})
     ckpts.close()
     state3 = _tiny_state(_tiny(3), 1)
@@ -369,18 +373,19 @@ def _config(freeze="backbone/stem", unfreeze=0):
 
 
 def _run_steps(cfg, steps_per_epoch, num_steps):
-    """States after 0..num_steps real train steps (make_optimizer + make_train_step)."""
-    from ferjax import parallel
-    from ferjax.train import create_train_state, make_optimizer, make_train_step
-
-    model = _tiny()
-    tx, _ = make_optimizer(cfg, steps_per_epoch)
-    state = create_train_state(model, tx, 0, (8, 8), parallel.make_mesh())
-    keep = transfer.make_keep_frozen_stats(cfg, steps_per_epoch)
-    step = jax.jit(make_train_step(model, tx, cfg, (128.0, 64.0), keep))
+    """States after 0..num_steps real train steps (the builder's program, a tiny model)."""
+    program = build(
+        cfg,
+        num_classes=3,
+        image_shape=(8, 8, 1),
+        steps_per_epoch=steps_per_epoch,
+        norm=(128.0, 64.0),
+        model=_tiny(),
+    )
+    state, step = program.state, program.train_step
     rng = np.random.default_rng(0)
     data = {
-        "images": jnp.asarray(rng.integers(0, 256, (8, 8, 8)), jnp.uint8),
+        "images": jnp.asarray(rng.integers(0, 256, (8, 8, 8, 1)), jnp.uint8),
         "targets": jnp.asarray(np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]),
     }
     batch = {
@@ -429,15 +434,13 @@ def test_freeze_pattern_that_matches_nothing_is_a_config_error():
 
 
 def test_resnet50_style_follows_the_source_and_a_mismatch_is_one_line(keras_files, torch_state):
-    from ferjax.config import validate
-
     cfg = _config(freeze="")
     cfg.model.name = "resnet50"
     cfg.model.init_from = keras_files["resnet50"][1][0]
     validate(cfg)
-    assert transfer.resnet_style(cfg) == "keras"
+    assert transfer.resolve_style(cfg) == "keras"
     cfg.model.init_from = torch_state[1]
-    assert transfer.resnet_style(cfg) == "torch"
+    assert transfer.resolve_style(cfg) == "torch"
     cfg.model.style = "keras"
     with pytest.raises(CheckpointError) as e:
         transfer.init_from(cfg, None, "/nonexistent-workdir")

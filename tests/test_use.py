@@ -13,21 +13,16 @@ from conftest import ROOT, tiny_config
 from PIL import Image
 
 from ferjax.errors import ConfigError
+from ferjax.inference import load_run
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    from ferjax.main import run
-
-    path = tmp_path_factory.mktemp("run")
-    run(tiny_config(train__num_epochs=1, train__verbosity=0), str(path))
-    return path
+def workdir(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
 def trained(workdir):
-    from ferjax.inference import load_run
-
     return load_run(str(workdir))
 
 
@@ -175,8 +170,9 @@ def test_confident_mistakes_order():
 # ------------------------------------------------------------------------------- evaluate
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_training_report(workdir, capsys):
-    from ferjax.evaluate import main
+    from ferjax.tools.evaluate import main
 
     assert main(["--workdir", str(workdir), "--no_figures"]) == 0
     final = json.loads((workdir / "report.json").read_text())
@@ -187,20 +183,33 @@ def test_evaluate_reproduces_training_report(workdir, capsys):
     assert f"accuracy {final['accuracy']:.4f}" in out and "happy" in out
 
 
+@pytest.mark.slow
 def test_evaluate_other_split_and_data_file(workdir, tmp_path, capsys):
     from ferjax.data.fer2013 import write_fer2013_csv
     from ferjax.data.synthetic import make_synthetic
-    from ferjax.evaluate import evaluate
+    from ferjax.tools.evaluate import evaluate
 
     # The run's own val split, with flip TTA and the latest checkpoint.
-    report = evaluate(str(workdir), "val", "flip", "latest", figures=True)
+    report, path = evaluate(str(workdir), "val", "flip", "latest", figures=True)
     assert report["split"] == "val" and report["tta"] == "flip" and report["examples"] == 64
-    assert (workdir / "report_val.json").exists() and (workdir / "reliability_val.png").exists()
-    # Another data file: a FER2013 CSV of other procedural faces.
-    csv = tmp_path / "fer2013.csv"
+    assert path == str(workdir / "report_val.json") and os.path.exists(path)
+    assert (workdir / "reliability_val.png").exists()
+    # Another data file: a FER2013 CSV of other procedural faces. Its files are named after it,
+    # so the run's own report_test.json is never overwritten.
+    csv = tmp_path / "other.csv"
     write_fer2013_csv(str(csv), make_synthetic(40, 20, 30, seed=5))
-    report = evaluate(str(workdir), "test", data_path=str(csv), data_name="fer2013", figures=False)
-    assert report["examples"] == 30 and report["data"].endswith("fer2013.csv")
+    before = sorted(p.name for p in workdir.iterdir())
+    report, path = evaluate(str(workdir), "test", data_path=str(csv), data_name="fer2013")
+    assert report["examples"] == 30 and report["data"].endswith("other.csv")
+    assert path == str(workdir / "report_test_other.json")
+    new = sorted(set(p.name for p in workdir.iterdir()) - set(before))
+    assert new == [
+        "confusion_matrix_test_other.png",
+        "mistakes_test_other.png",
+        "per_class_test_other.png",
+        "reliability_test_other.png",
+        "report_test_other.json",
+    ]
 
 
 def _cli(module, *args):
@@ -215,6 +224,7 @@ def _cli(module, *args):
     )
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path):
     r = _cli("evaluate", f"--workdir={tmp_path}")
     assert r.returncode == 2
@@ -231,7 +241,7 @@ def _detected_face(trained):
     """A procedural happy face, upscaled to 160x160 and pasted at (200, 100) into a noisy
     480x360 photo, that the Haar cascade finds (it finds about half of them)."""
     from ferjax.data.synthetic import render_faces
-    from ferjax.predict import detect_faces, face_detector
+    from ferjax.faces import detect_faces, face_detector
 
     rng = np.random.default_rng(0)
     detector = face_detector()
@@ -253,7 +263,8 @@ def _iou(a, b):
 
 
 def test_predict_detects_face_and_label_matches_crop(trained, workdir, tmp_path, capsys):
-    from ferjax.predict import crop_face, main
+    from ferjax.faces import crop_face
+    from ferjax.tools.predict import main
 
     photo = _detected_face(trained)
     rgb = np.stack([photo, photo // 2, photo], -1)  # colour, converted to gray like training
@@ -281,7 +292,7 @@ def test_predict_detects_face_and_label_matches_crop(trained, workdir, tmp_path,
 
 def test_predict_no_detect_and_all_failed(trained, workdir, tmp_path, capsys):
     from ferjax.data.synthetic import render_faces
-    from ferjax.predict import main
+    from ferjax.tools.predict import main
 
     faces = render_faces(np.array([3, 5]), np.random.default_rng(1))
     Image.fromarray(faces[0]).save(tmp_path / "a.png")
@@ -291,7 +302,7 @@ def test_predict_no_detect_and_all_failed(trained, workdir, tmp_path, capsys):
                  str(tmp_path / "b.png")]) == 0  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
     expected = trained.classify(
-        np.stack([faces[0], np.asarray(big.resize((48, 48), Image.Resampling.BILINEAR))])
+        np.stack([faces[0], np.asarray(big.resize((48, 48), Image.Resampling.BILINEAR))])[..., None]
     )
     for line, probs, size in zip(lines, expected, (48, 96)):
         label = trained.class_names[int(probs.argmax())]
@@ -303,8 +314,9 @@ def test_predict_no_detect_and_all_failed(trained, workdir, tmp_path, capsys):
 # ------------------------------------------------------------------------------- export
 
 
+@pytest.mark.slow
 def test_export_savedmodel_matches_jax(trained, tmp_path):
-    from ferjax.export import check_images, export_savedmodel, savedmodel_probs
+    from ferjax.serving import check_images, export_savedmodel, savedmodel_probs
 
     out = export_savedmodel(trained, str(tmp_path / "sm"))
     images = check_images(trained, 5)
@@ -319,7 +331,7 @@ def test_export_savedmodel_matches_jax(trained, tmp_path):
 
 
 def test_compare_table_and_plot(workdir, tmp_path, capsys):
-    from ferjax.compare import main
+    from ferjax.tools.compare import main
 
     other = json.loads((workdir / "report.json").read_text())
     other["accuracy"] = 0.99

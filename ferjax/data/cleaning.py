@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from ferjax.data.classes import canonical
-from ferjax.data.dataset import FerData, Split
+from ferjax.data.dataset import FerData, Split, to_channels
 from ferjax.errors import DataFormatError, DataNotFoundError
 
 SPLIT_ORDER = ("train", "val", "test")
@@ -32,7 +32,7 @@ REMOVALS = ("blank", "duplicate", "leak", "near duplicate", "label noise dropped
 
 
 def pixel_std(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Per-image pixel standard deviation of uint8[N, H, W] -> float32[N] (chunked)."""
+    """Per-image pixel standard deviation of uint8[N, H, W(, C)] -> float32[N] (chunked)."""
     out = np.empty(len(images), np.float32)
     for s in range(0, len(images), chunk):
         out[s : s + chunk] = images[s : s + chunk].reshape(-1, images[0].size).std(1, np.float32)
@@ -53,13 +53,15 @@ HASH_SIZE = 16  # DCT frequencies per axis: 256-bit hashes
 
 
 def perceptual_hashes(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """DCT perceptual hash of uint8[N, H, W] -> packed bits uint8[N, 32] (256 bits).
+    """DCT perceptual hash of uint8[N, H, W(, C)] -> packed bits uint8[N, 32] (256 bits).
 
     Bit k says whether the k-th of the 16x16 lowest DCT frequencies is above the image's median
     frequency (DC excluded from the median): invariant to brightness and contrast, robust to
     noise, blur and re-encoding. 16x16 rather than the classic 8x8 because aligned 48x48 faces
     are too alike at 8x8: distinct faces often land within a few bits of each other.
     """
+    if images.ndim == 4:  # hashed on the luma of colour images
+        images = to_channels(images, 1)[..., 0]
     h, w = images.shape[1:3]
     dh = _dct_matrix(h, HASH_SIZE).astype(np.float32)
     dw = _dct_matrix(w, HASH_SIZE).astype(np.float32)

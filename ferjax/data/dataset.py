@@ -1,8 +1,10 @@
 """The in-memory dataset every reader produces.
 
-All formats (FER2013 CSV, FER+, image folders, TFDS, procedural faces) are turned into the same
-structure: per split, uint8 images [N, H, W], int32 labels [N], optional float32 soft targets
-[N, K], and the source row of each example, plus the class names in label order.
+All formats (FER2013 CSV, FER+, image folders, TFDS, procedural faces, ...) are turned into the
+same structure: per split, uint8 images [N, H, W, C] (readers of grayscale sources may return
+[N, H, W]; `ferjax.data.load` adds the channel axis with `to_channels`), int32 labels [N],
+optional float32 soft targets [N, K], and the source row of each example, plus the class names
+in label order.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ SPLITS = ("train", "val", "test")
 class Split:
     """One split of a dataset.
 
-    images: uint8[N, H, W] grayscale faces.
+    images: uint8[N, H, W, C] faces (C = 1 grayscale, 3 RGB).
     labels: int32[N] class indices (the arg-max of `targets` when soft targets exist).
     targets: float32[N, K] soft label distributions (FER+ votes), or None for hard labels.
     rows: int64[N] 1-based data row (or file index) of each example in its source, for reports.
@@ -75,8 +77,9 @@ class FerData:
         return len(self.class_names)
 
     @property
-    def image_shape(self) -> tuple[int, int]:
-        return tuple(self.splits["train"].images.shape[1:3])
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the images."""
+        return tuple(self.splits["train"].images.shape[1:4])
 
     def summary(self) -> dict:
         return {
@@ -92,3 +95,24 @@ class FerData:
             }
             for name, split in self.splits.items()
         }
+
+
+def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """uint8[N, H, W] or [N, H, W, C] -> uint8[N, H, W, channels].
+
+    Grayscale to RGB repeats the gray value; RGB to grayscale is Pillow's "L" conversion
+    (ITU-R 601-2 luma, (19595 R + 38470 G + 7471 B + 2**15) >> 16), so colour files read as
+    grayscale here equal the same files converted by Pillow.
+    """
+    if images.ndim == 3:
+        images = images[..., None]
+    have = images.shape[-1]
+    if have == channels:
+        return images
+    if have == 1 and channels == 3:
+        return np.repeat(images, 3, axis=-1)
+    if have == 3 and channels == 1:
+        rgb = images.astype(np.uint32)
+        luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+        return luma.astype(np.uint8)[..., None]
+    raise ValueError(f"images with {have} channels cannot become {channels}")

@@ -12,9 +12,26 @@ import os
 import sys
 from collections.abc import Iterator
 
+import jax
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# data.placement: where the training images live during training.
+PLACEMENTS = ("auto", "device", "stream")
+
+
+def choose_placement(setting: str, image_bytes: int, fraction: float = 0.5) -> str:
+    """device (the dataset lives on the accelerator; the host sends index records) or stream
+    (tf.data gathers uint8 image batches on the host). auto picks device unless the images
+    would take more than `fraction` of the first device's memory."""
+    if setting != "auto":
+        return setting
+    stats = jax.local_devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    if limit and image_bytes > fraction * limit:
+        return "stream"
+    return "device"
 
 
 class _NoKerasLoader(importlib.abc.Loader):
@@ -86,13 +103,12 @@ def index_batches(
 
     The remainder that does not fill a global batch is dropped (every process takes the same
     number of steps). Batches are prefetched in the background. With `host_arrays` (streaming
-    placement: {"images": uint8[N,H,W], "targets": float32[N,K]} kept in host memory), each
+    placement: {"images": uint8[N,H,W,C], "targets": float32[N,K]} kept in host memory), each
     batch also carries the gathered uint8 images xi, xj and targets ti, tj (one batched gather
     per step, so the host stays far ahead of the device).
     """
+    tf = import_tensorflow()
     hide_gpus_from_tensorflow()
-    import tensorflow as tf
-
     local = global_batch // process_count
     lo, hi = process_index * local, (process_index + 1) * local
     steps = len(records["i"]) // global_batch

@@ -1,4 +1,5 @@
-"""Optional preprocessing: histogram equalisation (host, once) and a 3x3 median filter (device).
+"""Preprocessing: input normalisation (`data.normalize`), histogram equalisation (host, once)
+and a 3x3 median filter (device).
 
 dm-pix has no median filter; a 19-comparator min/max sorting network over the 9 shifted views
 is exact and costs about as much as a 3x3 box blur.
@@ -9,6 +10,52 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from ferjax.registry import Registry
+
+# data.normalize -> fn(train_images uint8[N, H, W, C]) -> (mean, std), or (None, None) for
+# per-image standardisation.
+NORMALIZATIONS = Registry("data.normalize")
+
+
+@NORMALIZATIONS.register("dataset")
+def _dataset_stats(train_images: np.ndarray) -> tuple[float, float]:
+    """Mean and std of a strided sample of the training pixels (std at least 1 grey level)."""
+    sample = train_images[:: max(1, len(train_images) // 4096)].astype(np.float64)
+    return float(sample.mean()), float(max(sample.std(), 1.0))
+
+
+@NORMALIZATIONS.register("per_image")
+def _per_image(train_images: np.ndarray) -> tuple[None, None]:
+    """Each image to zero mean and unit variance (removes lighting and skin-tone differences)."""
+    return None, None
+
+
+@NORMALIZATIONS.register("unit")
+def _unit(train_images: np.ndarray) -> tuple[float, float]:
+    return 0.0, 255.0
+
+
+@NORMALIZATIONS.register("symmetric")
+def _symmetric(train_images: np.ndarray) -> tuple[float, float]:
+    return 127.5, 127.5
+
+
+def normalization(mode: str, train_images: np.ndarray) -> tuple[float | None, float | None]:
+    """(mean, std) so that the model sees (pixels - mean) / std; (None, None) = per image."""
+    return NORMALIZATIONS.get(mode)(train_images)
+
+
+def normalize_images(x, norm):
+    """float32[B, H, W, C] pixels -> model input. norm = (mean, std), or (None, None) for
+    per-image standardisation over all pixels and channels of each image."""
+    mean, std = norm
+    if mean is None:
+        m = jnp.mean(x, axis=(-3, -2, -1), keepdims=True)
+        s = jnp.std(x, axis=(-3, -2, -1), keepdims=True)
+        return (x - m) / jnp.maximum(s, 1.0)
+    return (x - mean) / std
+
+
 # Paeth's median-of-9 network (as in Devillard's opt_med9): 19 compare-exchange steps after
 # which position 4 holds the median.
 _MEDIAN9_NETWORK = (
@@ -18,10 +65,10 @@ _MEDIAN9_NETWORK = (
 
 
 def median3x3(images: jnp.ndarray) -> jnp.ndarray:
-    """3x3 median of float[B, H, W] with edge padding; equals
-    scipy.ndimage.median_filter(x, size=(1, 3, 3), mode="nearest")."""
-    h, w = images.shape[-2:]
-    padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    """3x3 median of float[B, H, W, C] per channel, edge padding; equals
+    scipy.ndimage.median_filter(x, size=(1, 3, 3, 1), mode="nearest")."""
+    h, w = images.shape[1:3]
+    padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
     p = [padded[:, i : i + h, j : j + w] for i in range(3) for j in range(3)]
     for a, b in _MEDIAN9_NETWORK:
         p[a], p[b] = jnp.minimum(p[a], p[b]), jnp.maximum(p[a], p[b])
@@ -29,10 +76,10 @@ def median3x3(images: jnp.ndarray) -> jnp.ndarray:
 
 
 def equalize_histogram(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Per-image histogram equalisation of uint8[N, H, W] -> uint8[N, H, W].
+    """Per-image histogram equalisation of uint8[N, H, W, C] -> the same shape.
 
-    The classic mapping round((cdf(v) - cdf_min) / (H*W - cdf_min) * 255); constant images are
-    left unchanged.
+    The classic mapping round((cdf(v) - cdf_min) / (H*W*C - cdf_min) * 255) over all values of
+    an image; constant images are left unchanged.
     """
     n_pix = images[0].size if len(images) else 0
     out = np.empty_like(images)

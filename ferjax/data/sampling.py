@@ -17,15 +17,17 @@ import time
 
 import numpy as np
 
+from ferjax.data.classes import canonical
+from ferjax.data.neighbours import FeatureSpace, adasyn_difficulty, same_class_neighbours
 from ferjax.errors import ConfigError
+from ferjax.registry import Registry
 
-METHODS = ("none", "random", "smote", "adasyn", "class_weight")
+# sampling.method -> a Method class (below).
+SAMPLERS = Registry("sampling.method")
 
 
 def parse_strategy(text, class_names: tuple[str, ...]):
     """Turns the config's `sampling.strategy` into imbalanced-learn's sampling_strategy."""
-    from ferjax.data.classes import canonical
-
     text = str(text).strip()
     if ":" in text:
         index = {canonical(n): k for k, n in enumerate(class_names)}
@@ -66,21 +68,144 @@ def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
-class Sampler:
-    """Draws the index records of each epoch.
+class Method:
+    """One `sampling.method`: how many extra records each class gets, how they are drawn, and
+    the loss weight of each class. The base class is plain shuffled epochs (`none`); a method
+    overrides what differs and registers with `@SAMPLERS.register(name)`."""
 
-    labels: int[N] training labels; images: uint8[N, H, W] training images, needed by smote and
-    adasyn only (neighbour search, once, here). `epoch_records(epoch)` returns a dict of
-    equal-length arrays i int32, j int32, lam float32, weight float32, shuffled. The number of
-    records, and of records per class, is the same every epoch.
+    def __init__(self, labels: np.ndarray, num_classes: int, options: dict):
+        self.labels, self.num_classes, self.options = labels, num_classes, options
+        self.extra = np.zeros(num_classes, np.int64)  # extra records per class and epoch
+        self.weights = np.ones(num_classes, np.float32)  # loss weight per class
 
-    smote: every real example once, plus for each class the number of synthetic records that
-    imblearn's `check_sampling_strategy` asks for; each draws i uniformly from the class, j
-    uniformly from i's k nearest same-class neighbours, lam ~ U(0, 1) (imblearn SMOTE).
-    adasyn: the same, but i is drawn with probability proportional to the fraction of its k
-    nearest neighbours (all classes) of another class (imblearn ADASYN's weights; imblearn rounds
+    def draw(self, c: int, count: int, rng: np.random.Generator):
+        """(i, j, lam) of `count` extra records of class c."""
+        raise NotImplementedError
+
+    def report(self) -> dict:
+        """Method-specific entries of sampling_report.json."""
+        return {}
+
+
+@SAMPLERS.register("none")
+class Shuffle(Method):
+    """Every training example once per epoch, shuffled."""
+
+
+@SAMPLERS.register("class_weight")
+class ClassWeight(Method):
+    """No resampling: inverse-frequency loss weights."""
+
+    def __init__(self, labels, num_classes, options):
+        super().__init__(labels, num_classes, options)
+        self.weights = class_weights(labels, num_classes)
+
+    def report(self) -> dict:
+        names = self.options["class_names"]
+        return {"class_weights": dict(zip(names, [float(w) for w in self.weights], strict=True))}
+
+
+@SAMPLERS.register("random")
+class RandomOversampling(Method):
+    """imbalanced-learn's RandomOverSampler: extra copies (j = i, lam = 0) drawn uniformly."""
+
+    def __init__(self, labels, num_classes, options):
+        super().__init__(labels, num_classes, options)
+        self.extra = oversampling_targets(labels, num_classes, options["strategy"])
+
+    def draw(self, c, count, rng):
+        picked = rng.choice(np.flatnonzero(self.labels == c), size=count, replace=True)
+        return picked, picked, np.zeros(count, np.float32)
+
+
+@SAMPLERS.register("smote")
+class Smote(Method):
+    """imbalanced-learn's SMOTE: i uniform in the class, j one of its k nearest same-class
+    neighbours, lam ~ U(0, 1). Neighbours are found once, here, on the training images."""
+
+    def __init__(self, labels, num_classes, options):
+        super().__init__(labels, num_classes, options)
+        self.extra = oversampling_targets(labels, num_classes, options["strategy"])
+        images = options["images"]
+        if images is None or len(images) != len(labels):
+            raise ValueError(f"sampling {type(self).__name__} needs the training images")
+        # Per class needing synthetic records: members int[n_c], neighbours int32[n_c, k'],
+        # draw probabilities of i float64[n_c] (None = uniform).
+        self.members: dict[int, np.ndarray] = {}
+        self.neighbours: dict[int, np.ndarray] = {}
+        self.probs: dict[int, np.ndarray | None] = {}
+        t = time.perf_counter()
+        self._find_neighbours(images)
+        self.prep_seconds = time.perf_counter() - t
+
+    def _find_neighbours(self, images) -> None:
+        o = self.options
+        needed = [int(c) for c in np.flatnonzero(self.extra)]
+        for c in needed:
+            members = np.flatnonzero(self.labels == c)
+            if len(members) < 2:
+                raise ConfigError(
+                    f"sampling.method: {o['method']} needs at least 2 training examples of class "
+                    f"{o['class_names'][c]!r}, found {len(members)} (use random, or drop the "
+                    "class with data.classes)"
+                )
+            self.members[c] = members
+        if not needed:
+            return
+        self.space = FeatureSpace(images, o["features"], o["pca_components"], o["seed"])
+        for c in needed:
+            self.neighbours[c] = same_class_neighbours(
+                self.space, self.members[c], o["k_neighbors"]
+            )
+            self.probs[c] = None
+
+    def draw(self, c, count, rng):
+        members, nbrs = self.members[c], self.neighbours[c]
+        rows = rng.choice(len(members), size=count, replace=True, p=self.probs[c])
+        cols = rng.integers(0, nbrs.shape[1], size=count)
+        return members[rows], nbrs[rows, cols], rng.random(count, dtype=np.float32)
+
+    def report(self) -> dict:
+        o = self.options
+        out = {"k_neighbors": o["k_neighbors"], "features": o["features"]}
+        if o["features"] == "pca":
+            out["pca_components"] = o["pca_components"]
+        out["synthetic_records"] = int(self.extra.sum())
+        out["neighbour_search_seconds"] = round(self.prep_seconds, 3)
+        return out
+
+
+@SAMPLERS.register("adasyn")
+class Adasyn(Smote):
+    """As smote, but i is drawn with probability proportional to the fraction of its k nearest
+    neighbours (all classes) of another class (imblearn ADASYN's weights; imblearn rounds
     per-example counts, here each record draws i, so class totals are exact). A class whose
-    examples have no other-class neighbour falls back to uniform (SMOTE) weights.
+    examples have no other-class neighbour falls back to uniform (SMOTE) weights."""
+
+    def _find_neighbours(self, images) -> None:
+        super()._find_neighbours(images)
+        needed = list(self.members)
+        if not needed:
+            return
+        query = np.concatenate([self.members[c] for c in needed])
+        ratio = adasyn_difficulty(self.space, self.labels, query, self.options["k_neighbors"])
+        for c in needed:
+            r, ratio = ratio[: len(self.members[c])], ratio[len(self.members[c]) :]
+            self.probs[c] = r / r.sum() if r.sum() > 0 else None
+
+    def report(self) -> dict:
+        uniform = [self.options["class_names"][c] for c, p in self.probs.items() if p is None]
+        return {**super().report(), "adasyn_uniform_fallback": uniform}
+
+
+class Sampler:
+    """Draws the index records of each epoch with the `method` of SAMPLERS.
+
+    labels: int[N] training labels; images: uint8[N, H, W, C] training images, needed by
+    smote and adasyn only (neighbour search, once, at construction). `epoch_records(epoch)`
+    returns a dict of equal-length arrays i int32, j int32, lam float32, weight float32,
+    shuffled. The number of records, and of records per class, is the same every epoch:
+    every real example once (j = i, lam = 0), plus the method's extra records of each class.
     Classes smaller than k + 1 use all their other members as neighbours.
     """
 
@@ -97,118 +222,58 @@ class Sampler:
         pca_components: int = 64,
         class_names: tuple[str, ...] | None = None,
     ):
-        if method not in METHODS:
-            raise ConfigError(f"sampling.method: unknown {method!r}, expected one of {METHODS}")
         self.labels = np.asarray(labels, np.int32)
         self.num_classes = num_classes
         self.method = method
         self.seed = seed
         self.class_names = tuple(class_names or (str(c) for c in range(num_classes)))
-        self.extra = np.zeros(num_classes, np.int64)
-        self.weights = np.ones(num_classes, np.float32)
-        self.settings: dict = {}
-        # Per class needing synthetic records: members int[n_c], neighbours int32[n_c, k'],
-        # draw probabilities of i float64[n_c] (None = uniform).
-        self.members: dict[int, np.ndarray] = {}
-        self.neighbours: dict[int, np.ndarray] = {}
-        self.probs: dict[int, np.ndarray | None] = {}
-        self.prep_seconds = 0.0
-        if method in ("random", "smote", "adasyn"):
-            self.extra = oversampling_targets(self.labels, num_classes, strategy)
-        elif method == "class_weight":
-            self.weights = class_weights(self.labels, num_classes)
-        if method in ("smote", "adasyn"):
-            if images is None or len(images) != len(self.labels):
-                raise ValueError(f"Sampler({method}) needs the training images, one per label")
-            t = time.perf_counter()
-            self._find_neighbours(images, k_neighbors, features, pca_components)
-            self.prep_seconds = time.perf_counter() - t
-            self.settings = {
-                "k_neighbors": k_neighbors,
-                "features": features,
-                **({"pca_components": pca_components} if features == "pca" else {}),
-            }
-
-    def _find_neighbours(self, images, k: int, features: str, pca_components: int) -> None:
-        from ferjax.data.neighbours import FeatureSpace, adasyn_difficulty, same_class_neighbours
-
-        needed = [int(c) for c in np.flatnonzero(self.extra)]
-        for c in needed:
-            members = np.flatnonzero(self.labels == c)
-            if len(members) < 2:
-                raise ConfigError(
-                    f"sampling.method: {self.method} needs at least 2 training examples of class "
-                    f"{self.class_names[c]!r}, found {len(members)} (use random, or drop the class "
-                    "with data.classes)"
-                )
-            self.members[c] = members
-        if not needed:
-            return
-        space = FeatureSpace(images, features, pca_components, self.seed)
-        for c in needed:
-            self.neighbours[c] = same_class_neighbours(space, self.members[c], k)
-            self.probs[c] = None
-        if self.method == "adasyn":
-            query = np.concatenate([self.members[c] for c in needed])
-            ratio = adasyn_difficulty(space, self.labels, query, k)
-            for c in needed:
-                r, ratio = ratio[: len(self.members[c])], ratio[len(self.members[c]) :]
-                self.probs[c] = r / r.sum() if r.sum() > 0 else None
+        options = {
+            "method": method,
+            "strategy": strategy,
+            "images": images,
+            "k_neighbors": k_neighbors,
+            "features": features,
+            "pca_components": pca_components,
+            "seed": seed,
+            "class_names": self.class_names,
+        }
+        self.impl: Method = SAMPLERS.get(method)(self.labels, num_classes, options)
 
     def __len__(self) -> int:
-        return len(self.labels) + int(self.extra.sum())
+        return len(self.labels) + int(self.impl.extra.sum())
 
     def counts_after(self) -> np.ndarray:
-        return np.bincount(self.labels, minlength=self.num_classes) + self.extra
+        return np.bincount(self.labels, minlength=self.num_classes) + self.impl.extra
 
     def epoch_records(self, epoch: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
         n = len(self.labels)
         i, j = [np.arange(n, dtype=np.int64)], [np.arange(n, dtype=np.int64)]
         lam = [np.zeros(n, np.float32)]
-        for c in np.flatnonzero(self.extra):
-            count = int(self.extra[c])
-            if self.method == "random":  # copies: j = i, no interpolation
-                picked = rng.choice(np.flatnonzero(self.labels == c), size=count, replace=True)
-                i.append(picked)
-                j.append(picked)
-                lam.append(np.zeros(count, np.float32))
-                continue
-            members, nbrs = self.members[c], self.neighbours[c]
-            rows = rng.choice(len(members), size=count, replace=True, p=self.probs[c])
-            cols = rng.integers(0, nbrs.shape[1], size=count)
-            i.append(members[rows])
-            j.append(nbrs[rows, cols])
-            lam.append(rng.random(count, dtype=np.float32))
+        for c in np.flatnonzero(self.impl.extra):
+            ic, jc, lc = self.impl.draw(int(c), int(self.impl.extra[c]), rng)
+            i.append(ic)
+            j.append(jc)
+            lam.append(lc)
         i, j, lam = np.concatenate(i), np.concatenate(j), np.concatenate(lam)
         order = rng.permutation(len(i))
         i, j, lam = i[order].astype(np.int32), j[order].astype(np.int32), lam[order]
-        return {"i": i, "j": j, "lam": lam, "weight": self.weights[self.labels[i]]}
+        return {"i": i, "j": j, "lam": lam, "weight": self.impl.weights[self.labels[i]]}
 
     def report(self) -> dict:
         """Sampling statistics of one run (JSON-ready): per-class counts before and after."""
         before = np.bincount(self.labels, minlength=self.num_classes)
-        after = self.counts_after()
-        out = {
+        extra = self.impl.report()
+        return {
             "method": self.method,
             "records_per_epoch": len(self),
             "real_records": int(len(self.labels)),
-            "extra_records": int(self.extra.sum()),
-            "synthetic_records": int(self.extra.sum()) if self.method in ("smote", "adasyn") else 0,
+            "extra_records": int(self.impl.extra.sum()),
+            "synthetic_records": extra.pop("synthetic_records", 0),
             "counts_before": dict(zip(self.class_names, before.tolist(), strict=True)),
-            "counts_after": dict(zip(self.class_names, after.tolist(), strict=True)),
-            **self.settings,
+            "counts_after": dict(zip(self.class_names, self.counts_after().tolist(), strict=True)),
+            **extra,
         }
-        if self.method == "class_weight":
-            out["class_weights"] = dict(
-                zip(self.class_names, [float(w) for w in self.weights], strict=True)
-            )
-        if self.method in ("smote", "adasyn"):
-            out["neighbour_search_seconds"] = round(self.prep_seconds, 3)
-        if self.method == "adasyn":
-            uniform = [self.class_names[c] for c, p in self.probs.items() if p is None]
-            out["adasyn_uniform_fallback"] = uniform
-        return out
 
     def summary_line(self) -> str:
         """One log line: counts before -> after per class, and the synthetic records."""

@@ -81,7 +81,8 @@ class Fer2013(tfds.core.GeneratorBasedBuilder):
         votes = None
         if self.builder_config.name == "ferplus":
             path = os.path.join(manual, "fer2013new.csv")
-            votes, _, _, _ = read_ferplus_votes(path)
+            votes, _, _, errors = read_ferplus_votes(path)
+            errors.finish()
             if len(votes) != len(rows):
                 raise DataFormatError(
                     f"{path}: has {len(votes)} data rows but fer2013.csv has {len(rows)}; "

@@ -1,70 +1,87 @@
-"""Model registry: `model.name` -> a Flax module built from the config."""
+"""Model registry: `model.name` -> a Flax module built from the `model` config section.
+
+A builder takes (model config, number of classes, activation dtype) and returns a linen module
+whose `__call__(x float[B, H, W, C], train: bool)` returns float32 logits [B, K]. Adding a model
+is one builder function and one `@MODELS.register("name")`.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import jax.numpy as jnp
 import ml_collections
 
 from ferjax.models.cnn import FerCNN
-from ferjax.models.imagenet import VGG16, ResNet50, TransferNet
+from ferjax.models.imagenet import STYLES, VGG16, ResNet50, TransferNet
 from ferjax.models.layers import resolve_conv_impl
 from ferjax.models.resnet import ResNet
+from ferjax.registry import Registry
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def _widths(config) -> tuple[int, ...]:
-    return tuple(int(w) for w in str(config.model.cnn_widths).split(",") if w.strip())
+MODELS = Registry("model.name")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
-def _transfer(config, num_classes: int, dtype, backbone):
+def _transfer(model: ml_collections.ConfigDict, num_classes: int, dtype, backbone):
     return TransferNet(
         backbone=backbone,
         num_classes=num_classes,
-        dropout=config.model.dropout,
-        input_adapter=config.model.input_adapter,
-        input_size=config.model.input_size,
+        dropout=model.dropout,
+        input_adapter=model.input_adapter,
+        input_size=model.input_size,
         dtype=dtype,
     )
 
 
-def _resnet_style(config) -> str:
-    from ferjax.transfer import resnet_style
-
-    return resnet_style(config)
-
-
-def _resnet(config, num_classes: int, dtype, stage_sizes) -> ResNet:
+def _resnet(model: ml_collections.ConfigDict, num_classes: int, dtype, stage_sizes) -> ResNet:
     return ResNet(
         num_classes=num_classes,
         stage_sizes=stage_sizes,
-        width=config.model.width,
-        dropout=config.model.dropout,
+        width=model.width,
+        dropout=model.dropout,
         dtype=dtype,
-        conv_impl=resolve_conv_impl(config.model.conv_impl),
+        conv_impl=resolve_conv_impl(model.conv_impl),
     )
 
 
-MODELS: dict[str, Callable] = {
-    "cnn": lambda c, k, dt: FerCNN(
-        num_classes=k,
-        stage_widths=_widths(c),
-        convs_per_stage=c.model.cnn_convs_per_stage,
-        hidden=c.model.cnn_hidden,
-        dropout=c.model.dropout,
-        conv_dropout=c.model.conv_dropout,
-        dtype=dt,
-        conv_impl=resolve_conv_impl(c.model.conv_impl),
-    ),
-    "resnet18": lambda c, k, dt: _resnet(c, k, dt, (2, 2, 2, 2)),
-    "resnet34": lambda c, k, dt: _resnet(c, k, dt, (3, 4, 6, 3)),
-    "vgg16": lambda c, k, dt: _transfer(c, k, dt, VGG16(dtype=dt)),
-    "resnet50": lambda c, k, dt: _transfer(c, k, dt, ResNet50(style=_resnet_style(c), dtype=dt)),
-}
+@MODELS.register("cnn")
+def _cnn(model: ml_collections.ConfigDict, num_classes: int, dtype) -> FerCNN:
+    return FerCNN(
+        num_classes=num_classes,
+        stage_widths=tuple(int(w) for w in str(model.cnn_widths).split(",") if w.strip()),
+        convs_per_stage=model.cnn_convs_per_stage,
+        hidden=model.cnn_hidden,
+        dropout=model.dropout,
+        conv_dropout=model.conv_dropout,
+        dtype=dtype,
+        conv_impl=resolve_conv_impl(model.conv_impl),
+    )
+
+
+@MODELS.register("resnet18")
+def _resnet18(model: ml_collections.ConfigDict, num_classes: int, dtype) -> ResNet:
+    return _resnet(model, num_classes, dtype, (2, 2, 2, 2))
+
+
+@MODELS.register("resnet34")
+def _resnet34(model: ml_collections.ConfigDict, num_classes: int, dtype) -> ResNet:
+    return _resnet(model, num_classes, dtype, (3, 4, 6, 3))
+
+
+@MODELS.register("vgg16")
+def _vgg16(model: ml_collections.ConfigDict, num_classes: int, dtype) -> TransferNet:
+    return _transfer(model, num_classes, dtype, VGG16(dtype=dtype))
+
+
+@MODELS.register("resnet50")
+def _resnet50(model: ml_collections.ConfigDict, num_classes: int, dtype) -> TransferNet:
+    if model.style not in STYLES:
+        raise ValueError(
+            f"model.style {model.style!r} must be resolved to one of {STYLES} before building "
+            "(ferjax.transfer.resolve_style)"
+        )
+    return _transfer(model, num_classes, dtype, ResNet50(style=model.style, dtype=dtype))
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int):
-    """Builds the Flax module named by `config.model.name`."""
-    return MODELS[config.model.name](config, num_classes, _DTYPES[config.train.dtype])
+    """Builds the Flax module named by `config.model.name` (model.style already resolved for
+    resnet50, see ferjax.transfer.resolve_style)."""
+    return MODELS.get(config.model.name)(config.model, num_classes, DTYPES[config.train.dtype])

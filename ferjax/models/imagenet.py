@@ -24,6 +24,8 @@ import jax.numpy as jnp
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 RESNET50_STAGES = (3, 4, 6, 3)
 BN_EPSILON = {"torch": 1e-5, "keras": 1.001e-5}
+STYLES = tuple(BN_EPSILON)  # ResNet-50 variants: where a downsampling block's stride sits
+INPUT_ADAPTERS = ("sum_rgb", "replicate")
 PAD1 = ((1, 1), (1, 1))
 
 

@@ -12,7 +12,8 @@ auto: on CPU, fast or gemm by ferjax.platform.xla_cpu_convs_tuned(); xla on any 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -21,16 +22,18 @@ import jax.numpy as jnp
 
 from ferjax import platform
 from ferjax.ops import conv2d, max_pool_2x2
+from ferjax.registry import Registry
 
-CONV_IMPLS = ("auto", "xla", "fast", "gemm")
+# model.conv_impl -> ConvImpl; "auto" picks one per platform (resolve_conv_impl).
+CONV_IMPLS = Registry("model.conv_impl")
+AUTO = "auto"
 
 
 def resolve_conv_impl(impl: str, backend: str | None = None) -> str:
     """'auto' -> 'fast' or 'gemm' on CPU (see the module docstring), 'xla' on any other backend;
     the others pass through."""
-    if impl not in CONV_IMPLS:
-        raise ValueError(f"conv_impl: got {impl!r}, expected one of {', '.join(CONV_IMPLS)}")
-    if impl != "auto":
+    if impl != AUTO:
+        CONV_IMPLS.get(impl)  # rejects an unknown name
         return impl
     if (backend or jax.default_backend()) != "cpu":
         return "xla"
@@ -89,6 +92,24 @@ class StoredInputConv(nn.Conv):
         return super().__call__(inputs)
 
 
+@dataclasses.dataclass(frozen=True)
+class ConvImpl:
+    """A convolution module class (nn.Conv's constructor and parameter tree) and a 2x2/stride-2
+    max-pool function x[B, H, W, C] -> [B, H//2, W//2, C]."""
+
+    conv: type
+    max_pool: Callable
+
+
+def _flax_max_pool(x: jax.Array) -> jax.Array:
+    return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+CONV_IMPLS.register("xla", ConvImpl(nn.Conv, _flax_max_pool))
+CONV_IMPLS.register("fast", ConvImpl(StoredInputConv, max_pool_2x2))
+CONV_IMPLS.register("gemm", ConvImpl(GemmConv, max_pool_2x2))
+
+
 def conv(
     impl: str,
     features: int,
@@ -98,9 +119,8 @@ def conv(
     dtype: Any = jnp.float32,
     name: str | None = None,
 ) -> nn.Module:
-    """A square SAME convolution module: GemmConv for impl 'gemm', nn.Conv otherwise."""
-    impl = resolve_conv_impl(impl)
-    cls = {"gemm": GemmConv, "fast": StoredInputConv}.get(impl, nn.Conv)
+    """A square SAME convolution module of implementation `impl` (CONV_IMPLS, or auto)."""
+    cls = CONV_IMPLS.get(resolve_conv_impl(impl)).conv
     return cls(
         features,
         (kernel, kernel),
@@ -114,6 +134,4 @@ def conv(
 
 def max_pool(impl: str, x: jax.Array) -> jax.Array:
     """2x2 / stride-2 max-pooling of x [B, H, W, C] -> [B, H//2, W//2, C]."""
-    if resolve_conv_impl(impl) in ("fast", "gemm"):
-        return max_pool_2x2(x)
-    return nn.max_pool(x, (2, 2), strides=(2, 2))
+    return CONV_IMPLS.get(resolve_conv_impl(impl)).max_pool(x)
