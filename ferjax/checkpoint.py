@@ -30,11 +30,17 @@ def _abstract(tree):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+# Longest wait at a checkpoint barrier for the other processes (a dead process is noticed much
+# sooner by ferjax.distributed's watchdog).
+BARRIER_TIMEOUT_SECONDS = 600
+
+
 def _manager(directory: str, keep: int, async_save: bool, name: str) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
         create=True,
         enable_async_checkpointing=async_save,
+        async_options=ocp.options.AsyncOptions(timeout_secs=BARRIER_TIMEOUT_SECONDS),
         multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name),
     )
     return ocp.CheckpointManager(directory, options=options)

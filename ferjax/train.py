@@ -25,6 +25,7 @@ from ferjax.data.dataset import FerData, Split
 from ferjax.data.pipeline import choose_placement, index_batches
 from ferjax.data.preprocess import normalization
 from ferjax.data.sampling import Sampler, parse_strategy
+from ferjax.distributed import where
 from ferjax.errors import ConfigError, Preempted, TrainingDiverged
 from ferjax.evaluation import is_better, predict_split, report_scalars, report_with_loss
 from ferjax.metric_log import MetricLog
@@ -285,6 +286,7 @@ class Trainer:
         self.sums, self.window_steps, self.t_window = None, 0, time.time()
         halt = self.config.train.halt_after_steps
         for local in self.batches(epoch, start):
+            where(self.step + 1, "train step")
             self.state, metrics = self.program.train_step(
                 self.state, self.on_device, parallel.global_batch(local, self.mesh)
             )
@@ -297,11 +299,13 @@ class Trainer:
             end = self.intervals.end_of_epoch(self.step)
             save = self.intervals.save_due(self.step, time.time() - self.t_saved)
             sync = self.intervals.sync_point(self.step)
+            where(self.step, "agreeing on a stop signal (all-gather)")
             stopping = stop.requested(sync) or bool(halt and self.step >= halt)
             if sync or save or stopping:
                 if self._log_window() == "rolled back":
                     return "rolled back"
             if (save or stopping) and not end:
+                where(self.step, "saving the latest checkpoint")
                 self.ckpts.save_latest(self.step, self.state, self.meta_at(self.step))
                 self.t_saved = time.time()
             if stopping and not end:
@@ -326,6 +330,7 @@ class Trainer:
     def _log_window(self) -> str:
         """At a sync point: read the metric sums, stop or roll back on a non-finite step, log
         loss/accuracy/learning rate and the window's throughput. "rolled back" or "ok"."""
+        where(self.step, "reading the metrics")
         sums, lr_scale = fetch((self.sums, self.state.lr_scale))
         now = time.time()
         bad = min(int(sums["bad_loss_step"]), int(sums["bad_grad_step"]))
@@ -372,6 +377,7 @@ class Trainer:
 
     def _end_epoch(self, t_epoch: float) -> None:
         """Validation, best/latest checkpoints, the epoch's summary line."""
+        where(self.step, "validation")
         variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
         probs = predict_split(
             self.program.predict,
@@ -384,6 +390,7 @@ class Trainer:
         report = report_with_loss(self.val.labels, probs, self.data.class_names, "val")
         self.log.write(self.step, "val", report_scalars(report))
         value = report[self.config.train.best_metric]
+        where(self.step, "saving the epoch's checkpoints")
         if is_better(self.config.train.best_metric, value, self.meta["best_value"]):
             self.meta["best_value"], self.meta["best_step"] = value, self.step
             self.ckpts.save_best(self.step, self.state, self.meta_at(self.step))
@@ -396,6 +403,7 @@ class Trainer:
 
     def _test(self) -> dict:
         """The best checkpoint on the test split: report.json, figures, one summary line."""
+        where(self.step, "waiting for the checkpoints, test evaluation")
         self.ckpts.wait()
         state = self.state
         if self.ckpts.best.latest_step() is not None:

@@ -11,12 +11,12 @@ import jax
 import ml_collections
 from absl import logging
 
-from ferjax import platform
+from ferjax import distributed, platform
 from ferjax.config import validate
 from ferjax.data.cleaning import summary_line
 from ferjax.data.load import load_data
 from ferjax.data.pipeline import hide_gpus_from_tensorflow
-from ferjax.distributed import init_distributed
+from ferjax.errors import Preempted
 from ferjax.tools.flags import Parser, run
 from ferjax.train import train_and_evaluate
 from ferjax.workdir import DATA_REPORT, Workdir
@@ -61,8 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--process_id", type=int, default=None, help="index of this process")
     args = p.parse(argv)
     logging.set_verbosity(logging.WARNING)
-    init_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    run_training(args.config, args.workdir)
+    distributed.init_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    try:
+        run_training(args.config, args.workdir)
+    except Preempted:
+        raise  # every process stops at the same step: a normal exit
+    except BaseException as e:
+        if distributed.multi_process():
+            distributed.fail(e)  # tell the other processes, one line, exit now
+        raise
     return 0
 
 
