@@ -285,7 +285,7 @@ def write_affectnet(
                     ("box value", variant(face_height="nan")),
                     ("box size", variant(face_width="0")),
                     ("box size", variant(face_height="-5")),
-                    ("box outside", variant(face_x="-300", face_width="100")),
+                    ("box outside", variant(face_x="-100", face_width="100")),  # x + w = 0
                     ("box outside image", variant(face_x=str(size_range[1] + 10))),
                     ("missing image", variant(subDirectory_filePath="900/missing.jpg")),
                     ("unreadable image", variant(subDirectory_filePath="900/unreadable.jpg")),
