@@ -506,9 +506,10 @@ def test_parallel_decode_equals_serial(affectnet, tmp_path, monkeypatch):
     broken.write_bytes(b"not an image")
     records.insert(7, records[7]._replace(path=str(broken)))
     outcomes = []
-    for workers, chunk in ((1, None), (2, 5), (3, 4)):
+    for workers, chunk, pool in ((1, None, "process"), (2, 5, "process"), (3, 4, "process"),
+                                 (2, 3, "thread")):  # fmt: skip
         errors = RowErrors(affectnet.root, "skip")
-        images, kept = decode_records(records, 40, 3, errors, workers=workers, chunk=chunk)
+        images, kept = decode_records(records, 40, 3, errors, workers, chunk, 0, pool)
         outcomes.append((images, kept, errors.lines))
     for images, kept, lines in outcomes[1:]:
         np.testing.assert_array_equal(images, outcomes[0][0])

@@ -22,7 +22,7 @@ import struct
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import NamedTuple
 
@@ -36,6 +36,10 @@ from ferjax.data.rows import RowErrors
 # Chunks of about this many output bytes per task: large enough to amortise the pickling of a
 # task, small enough to keep both cores busy on a few hundred images.
 CHUNK_BYTES = 4 << 20
+# Below this many records a pool costs more to start than it saves.
+PARALLEL_MIN = 1024
+# How decode_records runs in parallel: "process" (a process pool) or "thread"; see there.
+POOL = "process"
 EXIF_ORIENTATION = 0x0112
 UNREADABLE = (
     OSError,
@@ -203,13 +207,13 @@ def default_chunk(size: int, channels: int) -> int:
 
 
 def _pool_context():
-    """forkserver: workers fork from a clean server process that has imported this module once,
-    so they start fast and never inherit JAX's or TensorFlow's threads (spawn where forkserver
-    does not exist)."""
+    """forkserver: workers fork from a clean server process that has imported this module, so
+    they never inherit JAX's, gRPC's or TensorFlow's threads (spawn where forkserver does not
+    exist). Python still runs the main module's top level in each worker, as `__mp_main__`."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
+    ctx.set_forkserver_preload(["__main__", __name__])
     return ctx
 
 
@@ -220,14 +224,23 @@ def decode_records(
     errors: RowErrors,
     workers: int | None = None,
     chunk: int | None = None,
+    min_parallel: int = PARALLEL_MIN,
+    pool: str = POOL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decodes records into uint8[M, size, size, channels] in record order, on `workers`
     processes (default: every core this process may use) over chunks of `chunk` records.
 
-    Inputs of one chunk, or workers=1, are decoded in this process. Unreadable images and face
-    boxes outside their image are reported to `errors` (in list-file order) and left out;
-    returns (images, kept int64[M]: the index in `records` of each image).
+    Fewer than `min_parallel` records, a single chunk, or workers=1 are decoded in this process
+    (starting a pool costs more than it saves there). As with any process pool, a script that
+    calls this must keep its top level behind `if __name__ == "__main__":`. pool="thread" uses
+    threads instead (Pillow releases the GIL while decoding and resizing; no start-up, no
+    copies back, but little gain on small images, whose decoding is mostly Python).
+    Unreadable images and face boxes outside their image are reported to `errors` (in
+    list-file order) and left out; returns (images, kept int64[M]: the index in `records` of
+    each image).
     """
+    if pool not in ("process", "thread"):
+        raise ValueError(f"pool must be 'process' or 'thread', got {pool!r}")
     records = list(records)
     n = len(records)
     chunk = chunk or default_chunk(size, channels)
@@ -243,8 +256,12 @@ def decode_records(
             out[start : start + len(images)] = images
             failed.extend((start + k, reason, detail) for k, reason, detail in failures)
 
-    if workers <= 1 or len(starts) <= 1:
+    if workers <= 1 or len(starts) <= 1 or n < min_parallel:
         collect(decode_chunk(records[s : s + chunk], size, channels) for s in starts)
+    elif pool == "thread":
+        tasks = [records[s : s + chunk] for s in starts]
+        with ThreadPoolExecutor(min(workers, len(tasks))) as threads:
+            collect(threads.map(decode_chunk, tasks, [size] * len(tasks), [channels] * len(tasks)))
     else:
         tasks = [records[s : s + chunk] for s in starts]
         try:
@@ -282,14 +299,18 @@ def carve_validation(
 
 
 def load_index(
-    index: FaceIndex, image_size: int, channels: int, workers: int | None = None
+    index: FaceIndex,
+    image_size: int,
+    channels: int,
+    workers: int | None = None,
+    pool: str = POOL,
 ) -> FerData:
     """Decodes every split of an index into a FerData (images uint8[N, S, S, C]), then reports
     the bad rows of index and decode at once (RowErrors.finish)."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     records = [r for name in SPLITS for r in index.splits[name]]
-    images, kept = decode_records(records, image_size, channels, index.errors, workers)
+    images, kept = decode_records(records, image_size, channels, index.errors, workers, pool=pool)
     index.errors.finish()
     labels = np.asarray([r.label for r in records], np.int32)
     rows = np.asarray([r.row for r in records], np.int64)
