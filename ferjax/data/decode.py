@@ -3,8 +3,8 @@
 Datasets released as image files plus annotation lists (RAF-DB, AffectNet) are read in two
 steps. The *index* step parses and validates the lists into one `FaceRecord` per example (no
 pixels; cheap). The *decode* step turns records into uint8[N, S, S, C] with `decode_face`, on
-all cores: a process pool over fixed-size chunks, results in record order, so the output does
-not depend on the number of workers. Both steps are public and picklable so that an
+all cores: a process pool (or threads) over fixed-size chunks, results in record order, so the
+output does not depend on the number of workers. Both steps are public and picklable so that an
 out-of-core converter can index once and decode shard by shard.
 
 Bad rows found by the index step and unreadable images found by the decode step go to the same
@@ -75,7 +75,8 @@ class FaceRecord(NamedTuple):
 class FaceIndex:
     """The result of an index step: records per split (train, val, test) in class order.
 
-    errors: bad rows found so far (decoding adds unreadable images; finish() once at the end).
+    errors: bad rows found so far (decoding adds unreadable images; finish() once at the end,
+        so an index is loaded once).
     dropped: rows left out by design, not errors (e.g. AffectNet's "none" labels), by reason.
     """
 
@@ -153,6 +154,8 @@ def decode_face(
 
     Raises FaceBoxError when the box misses the image, OSError/ValueError/... when unreadable.
     """
+    if channels not in (1, 3):
+        raise TypeError(f"channels must be 1 or 3, got {channels}")  # not an unreadable image
     with Image.open(path) as im:
         width, height = im.size
         if im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
