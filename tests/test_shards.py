@@ -378,3 +378,18 @@ def test_streaming_keeps_host_memory_bounded(tmp_path):
     growth = peak - base
     assert growth < limit, f"peak RSS grew by {growth / 2**20:.0f} MiB streaming"
     assert growth > 0
+
+
+def decode_wrong_size(path: str, box, size: int, channels: int) -> np.ndarray:
+    return np.zeros((size + 1, size, channels), np.uint8)
+
+
+def test_bad_decode_is_an_error_naming_the_file(source, tmp_path):
+    records = {"train": source[0]["train"][:5]}
+    with pytest.raises(DataFormatError) as e:
+        run_convert(records, tmp_path / "a", decode=decode_wrong_size)
+    first = records["train"][0].path
+    assert f"{first}: cannot decode (ValueError: decode returned uint8[17, 16, 3]" in str(e.value)
+    assert "expected uint8[16, 16, 3]" in str(e.value)
+    with pytest.raises(TypeError, match="top-level function"):
+        run_convert(source[0], tmp_path / "b", workers=2, decode=lambda p, b, s, c: None)
