@@ -3,6 +3,7 @@ conversion, change detection, bounded host memory while streaming."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -369,9 +370,12 @@ def test_streaming_keeps_host_memory_bounded(tmp_path):
     on_disk = sum(p.stat().st_size for p in out.glob("*.array_record"))
     assert data_bytes > 2.5 * limit and on_disk >= data_bytes  # the premise
     script = MEMORY_SCRIPT.format(root=str(TESTS.parent), out=str(out))
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True
+        )
+    finally:
+        shutil.rmtree(out)  # 384 MiB: not left behind in pytest's kept temporary folders
     assert done.returncode == 0, done.stderr
     base, peak, reads, once = map(int, done.stdout.split())
     assert reads == n and once == n  # the pass read every face exactly once, each verified
