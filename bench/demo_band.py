@@ -12,6 +12,7 @@ are passed to every run (for trying recipes).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import shutil
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     bal = [r["balanced_accuracy"] for r in runs]
     wall = [r["wall_s"] for r in runs]
     summary = {
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "overrides": overrides,
         "runs": runs,
         "accuracy_band": [min(acc), max(acc)],

@@ -12,7 +12,8 @@ def get_config() -> ml_collections.ConfigDict:
     # ---------------------------------------------------------------- data
     config.data = data = ml_collections.ConfigDict()
     # Source: synthetic (embedded procedural faces) | fer2013 (Kaggle fer2013.csv) |
-    # ferplus (fer2013new.csv + fer2013.csv) | folder (train/<class>/*.png ...) | tfds.
+    # ferplus (fer2013new.csv + fer2013.csv) | folder (train/<class>/*.png ...) | tfds |
+    # rafdb (RAF-DB's basic/ folder) | affectnet (training.csv, validation.csv and the images).
     data.name = "synthetic"
     # File or folder of the source (fer2013.csv for fer2013; folder root for folder).
     data.path = ""
@@ -49,8 +50,16 @@ def get_config() -> ml_collections.ConfigDict:
     # Colour channels of the images the model sees: 1 (grayscale; colour sources are converted
     # with Pillow's luma) | 3 (RGB; grayscale sources are repeated over the three channels).
     data.channels = 1
-    # folder: side of the square grayscale images every file is resized to.
+    # Side of the square images the model sees (48..224): folder, rafdb and affectnet images
+    # are decoded at this size, procedural faces rendered at it, FER2013 (48x48) resized to it.
     data.image_size = 48
+    # rafdb: Image/aligned/*_aligned.jpg (true, the 100x100 aligned faces) or Image/original/.
+    data.rafdb_aligned = True
+    # affectnet: 7 (neutral..anger) or 8 (with contempt) classes; the other expression codes
+    # (none, uncertain, no-face, and contempt for 7) are dropped and counted.
+    data.affectnet_classes = 7
+    # Threads that decode image files (folder, rafdb, affectnet); 0 = one per core.
+    data.workers = 0
     # folder without a val/ folder: fraction of each training class carved off as validation,
     # with this seed (independent of train.seed, so the split stays put across runs).
     data.val_fraction = 0.1
@@ -81,9 +90,16 @@ def get_config() -> ml_collections.ConfigDict:
     clean.label_noise_file = ""
 
     # Where the training images live: device (on the accelerator, the host sends only index
-    # records) | stream (tf.data gathers uint8 batches on the host, for datasets larger than
-    # device memory) | auto (device unless the images exceed half the device memory).
+    # records) | host (host memory; tf.data gathers uint8 batches per step, for data larger than
+    # device memory; "stream" is its former name) | disk (rafdb, affectnet: converted once into
+    # a store of decoded faces, sharded ArrayRecord files under data.shards_dir, read per step
+    # by background threads, for data larger than host memory) | auto (disk when the decoded
+    # images would take more than half of the available host memory, else device unless they
+    # take more than half of the device memory, else host).
     data.placement = "auto"
+    # Where shard stores are kept (data.placement=disk); empty = <data.cache_dir>/shards. A store
+    # is reused while the source files and the image settings are unchanged.
+    data.shards_dir = ""
 
     # ---------------------------------------------------------------- model
     config.model = model = ml_collections.ConfigDict()
@@ -100,6 +116,10 @@ def get_config() -> ml_collections.ConfigDict:
     model.conv_dropout = 0.1
     # resnet*: width of the first stage (64 = the standard ResNet widths 64/128/256/512).
     model.width = 64
+    # resnet18/34 stem: small (3x3 stride 1, no max-pool: 48x48 faces) | imagenet (torchvision's
+    # 7x7 stride 2 + 3x3 max-pool, so ImageNet weights load as they are) | auto (imagenet from
+    # data.image_size 96 on, small below).
+    model.stem = "auto"
     # vgg16 / resnet50: how the grayscale image meets the RGB first conv: sum_rgb (one input
     # channel, the first kernel summed over RGB; cheaper) | replicate (gray copied to 3 channels).
     model.input_adapter = "sum_rgb"

@@ -44,12 +44,20 @@ class Program:
     predict: Callable
 
 
+# model.stem=auto: the ImageNet stem (7x7 stride 2 + max-pool) from this input size on.
+IMAGENET_STEM_FROM = 96
+
+
 def resolve_model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A copy of `config` with model.style resolved for resnet50 (from model.init_from's
-    source), so that the model can be rebuilt later without that file."""
+    """A copy of `config` with model.style (resnet50: from model.init_from's source) and
+    model.stem (resnet18/34: from data.image_size) resolved, so that the model can be rebuilt
+    later from what model_info.json records, without the data or the init_from file."""
     config = ml_collections.ConfigDict(config.to_dict())
     if config.model.name == "resnet50":
         config.model.style = transfer.resolve_style(config)
+    if config.model.stem == "auto":
+        big = config.data.image_size >= IMAGENET_STEM_FROM
+        config.model.stem = "imagenet" if big else "small"
     return config
 
 

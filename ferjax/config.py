@@ -24,6 +24,7 @@ from ferjax.evaluation import BEST_METRICS
 from ferjax.models import DTYPES, MODELS
 from ferjax.models.imagenet import INPUT_ADAPTERS, STYLES
 from ferjax.models.layers import AUTO, CONV_IMPLS
+from ferjax.models.resnet import STEMS
 from ferjax.optim import OPTIMIZERS, SCHEDULES
 from ferjax.registry import did_you_mean
 from ferjax.train import ON_NAN
@@ -37,10 +38,12 @@ CHOICES = {
     "data.tfds_config": TFDS_CONFIGS,
     "data.placement": PLACEMENTS,
     "data.channels": (1, 3),
+    "data.affectnet_classes": (7, 8),
     "model.name": MODELS.names(),
     "model.conv_impl": (AUTO, *CONV_IMPLS.names()),
     "model.input_adapter": INPUT_ADAPTERS,
     "model.style": ("auto", *STYLES),
+    "model.stem": ("auto", *STEMS),
     "optim.name": OPTIMIZERS.names(),
     "optim.schedule": SCHEDULES.names(),
     "train.dtype": tuple(DTYPES),
@@ -70,6 +73,7 @@ NON_NEGATIVE = (
     "optim.warmup_epochs",
     "optim.grad_clip_norm",
     "data.subset",
+    "data.workers",
     "train.checkpoint_every_steps",
     "train.halt_after_steps",
     "data.clean.blank_std",
@@ -132,6 +136,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
         "a number in (0, 1]",
     )
     _check(0 < data.val_fraction < 1, "data.val_fraction", data.val_fraction, "a number in (0, 1)")
+    _check(16 <= data.image_size <= 512, "data.image_size", data.image_size, "a side in 16..512")
     _check(
         0 <= data.clean.near_hamming <= 128,
         "data.clean.near_hamming",

@@ -126,12 +126,13 @@ def _restore_variables(directory: str, abstract: dict) -> tuple[dict, int]:
 
 def rebuild_model(config: ml_collections.ConfigDict, info: RunInfo, conv_impl: str | None = None):
     """(config, model) of a trained run: config.json with what model_info.json resolved
-    (style) and without init_from; conv_impl overrides model.conv_impl (every impl has the
+    (style, stem) and without init_from; conv_impl overrides model.conv_impl (every impl has the
     same parameter tree)."""
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.init_from = ""
     if info.style is not None:
         config.model.style = info.style
+    config.model.stem = info.stem or "small"  # runs from before model.stem had the small stem
     if conv_impl is not None:
         config.model.conv_impl = conv_impl
     return config, create_model(config, len(info.class_names))

@@ -25,6 +25,7 @@ from ferjax.data.dataset import FerData, Split
 from ferjax.data.pipeline import choose_placement, index_batches
 from ferjax.data.preprocess import normalization
 from ferjax.data.sampling import Sampler, parse_strategy
+from ferjax.data.stored import StoredImages
 from ferjax.distributed import where
 from ferjax.errors import ConfigError, Preempted, TrainingDiverged
 from ferjax.evaluation import is_better, predict_split, report_scalars, report_with_loss
@@ -88,13 +89,15 @@ class Trainer:
         self.is_main = jax.process_index() == 0
         os.makedirs(workdir, exist_ok=True)
         self.train, self.val, self.test = (data.splits[s] for s in ("train", "val", "test"))
+        stored = isinstance(self.train.images, StoredImages)
         self.sampler = Sampler(
             self.train.labels,
             data.num_classes,
             config.sampling.method,
             config.train.seed,
             parse_strategy(config.sampling.strategy, data.class_names),
-            images=self.train.images,
+            # Neighbours of streamed faces: on the embeddings the conversion stored.
+            images=self.train.images.embeddings() if stored else self.train.images,
             k_neighbors=config.sampling.k_neighbors,
             features=config.sampling.features,
             pca_components=config.sampling.pca_components,
@@ -147,14 +150,16 @@ class Trainer:
         (tf.data gathers uint8 batches per step)."""
         targets = one_hot_targets(self.train, self.data.num_classes)
         images = self.train.images
-        self.placement = choose_placement(self.config.data.placement, images.nbytes)
+        stored = isinstance(images, StoredImages)
+        self.placement = choose_placement(self.config.data.placement, images.nbytes, stored)
         if self.placement == "device":
             self.on_device = parallel.replicate({"images": images, "targets": targets}, self.mesh)
             self.host_arrays = None
         else:
             self.on_device, self.host_arrays = {}, {"images": images, "targets": targets}
         self.val_images = parallel.replicate(self.val.images, self.mesh)
-        self.say(f"placement: {self.placement} ({images.nbytes / 2**20:.1f} MiB of images)")
+        where = f" in {images.store.directory}" if stored else ""
+        self.say(f"placement: {self.placement} ({images.nbytes / 2**20:.1f} MiB of images{where})")
 
     def _resume(self) -> None:
         restored, meta = self.ckpts.restore_latest(self.state)
@@ -176,6 +181,7 @@ class Trainer:
                     normalization=self.program.norm,
                     model=model.name,
                     style=model.style if model.name == "resnet50" else None,
+                    stem=model.stem if model.name in ("resnet18", "resnet34") else None,
                 )
             )
             self.workdir.write_config(self.config)

@@ -153,7 +153,8 @@ def load_pretrained(path: str, model_name: str) -> dict:
     if head.startswith(b"\x89HDF") or path.endswith((".safetensors", ".pth", ".pt", ".bin")):
         if model_name not in weights.WEIGHT_MODELS:
             raise CheckpointError(
-                f"{path}: ImageNet weight files need model.name vgg16 or resnet50, not {model_name}"
+                f"{path}: ImageNet weight files need model.name "
+                f"{' | '.join(weights.WEIGHT_MODELS)}, not {model_name}"
             )
         return weights.convert(path, model_name)
     return weights.load(path)

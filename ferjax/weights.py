@@ -1,4 +1,5 @@
-"""ImageNet weight files -> ferjax's VGG16 / ResNet-50 backbones (`python -m ferjax.convert`).
+"""ImageNet weight files -> ferjax's VGG16 / ResNet-50 backbones and ResNet-18/34 (imagenet
+stem), for `model.init_from` (`python -m ferjax.convert`).
 
 Sources (recognised by content, not only by suffix):
   keras-h5      Keras applications legacy HDF5 weights (the files `weights='imagenet'` downloads,
@@ -32,9 +33,13 @@ from flax import serialization
 
 from ferjax.errors import CheckpointError
 from ferjax.models.imagenet import RESNET50_STAGES, VGG16, VGG16_BLOCKS, ResNet50
+from ferjax.models.resnet import ResNet
 
-# Models whose ImageNet weight files convert.
-WEIGHT_MODELS = ("vgg16", "resnet50")
+# Models whose ImageNet weight files convert. vgg16/resnet50 parameters sit under `backbone/`
+# (TransferNet adds the FER head); resnet18/34 are ferjax's ResNet with the imagenet stem, whose
+# parameters sit at the top level next to its own head.
+WEIGHT_MODELS = ("vgg16", "resnet50", "resnet18", "resnet34")
+BASIC_RESNETS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 
 FORMAT = "ferjax-transfer-v1"
 TOP_LEVEL_PREFIXES = ("module.", "model.", "backbone.", "encoder.")
@@ -74,8 +79,23 @@ def _layers(model: str) -> Iterator[tuple[str, str, str, str]]:
                     else:
                         yield f"{ours}/conv{i}", "conv", f"{keras}_{i}_conv", f"{torch}.conv{i}"
                         yield f"{ours}/bn{i}", "bn", f"{keras}_{i}_bn", f"{torch}.bn{i}"
+    elif model in BASIC_RESNETS:
+        # torchvision/timm names only: keras.applications has no ResNet-18/34.
+        yield "stem_conv", "conv", "", "conv1"
+        yield "stem_bn", "bn", "", "bn1"
+        for s, blocks in enumerate(BASIC_RESNETS[model], start=1):
+            for b in range(1, blocks + 1):
+                ours, torch = f"stage{s}_block{b}", f"layer{s}.{b - 1}"
+                for i in (1, 2):
+                    yield f"{ours}/conv{i}", "conv", "", f"{torch}.conv{i}"
+                    yield f"{ours}/bn{i}", "bn", "", f"{torch}.bn{i}"
+                if s > 1 and b == 1:
+                    yield f"{ours}/proj_conv", "conv", "", f"{torch}.downsample.0"
+                    yield f"{ours}/proj_bn", "bn", "", f"{torch}.downsample.1"
     else:
-        raise CheckpointError(f"convert: unknown model {model!r}, expected vgg16 or resnet50")
+        raise CheckpointError(
+            f"convert: unknown model {model!r}, expected one of {', '.join(WEIGHT_MODELS)}"
+        )
 
 
 def _old_keras_name(name: str) -> str:
@@ -90,14 +110,25 @@ def _old_keras_name(name: str) -> str:
     return f"{'res' if kind == 'conv' else 'bn'}{stage}{'abcdef'[int(block) - 1]}_branch{branch}"
 
 
+def prefix(model: str) -> str:
+    """Where the converted tensors sit in the model's parameter tree."""
+    return "" if model in BASIC_RESNETS else "backbone/"
+
+
 def expected_shapes(model: str) -> dict[str, tuple[int, ...]]:
-    """'backbone/<layer>/<kernel|bias|scale|mean|var>' -> shape, for RGB input."""
-    net = VGG16() if model == "vgg16" else ResNet50()
+    """'<prefix><layer>/<kernel|bias|scale|mean|var>' -> shape, for RGB input (the head
+    excluded)."""
+    if model in BASIC_RESNETS:
+        net = ResNet(num_classes=1, stage_sizes=BASIC_RESNETS[model], stem="imagenet")
+    else:
+        net = VGG16() if model == "vgg16" else ResNet50()
     shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
     out = {}
     for col in ("params", "batch_stats"):
         for path, leaf in jax.tree_util.tree_flatten_with_path(shapes.get(col, {}))[0]:
-            out["backbone/" + "/".join(p.key for p in path)] = tuple(leaf.shape)
+            name = "/".join(p.key for p in path)
+            if not name.startswith("head"):
+                out[prefix(model) + name] = tuple(leaf.shape)
     return out
 
 
@@ -288,11 +319,17 @@ def convert(src: str, model: str) -> dict:
     layers = list(_layers(model))
     expected = expected_shapes(model)
     source = _open(src, model)
+    if model in BASIC_RESNETS and source.style == "keras":
+        source.close()
+        raise CheckpointError(
+            f"{src}: keras.applications has no {model}; convert a torchvision or timm "
+            ".safetensors / .pth file"
+        )
     flat: dict[str, np.ndarray] = {}
     try:
         for ours, kind, keras, torch in layers:
             for canonical in _CONV if kind == "conv" else _BN:
-                key = f"backbone/{ours}/{canonical}"
+                key = f"{prefix(model)}{ours}/{canonical}"
                 want = expected.get(key)
                 value = source.tensor(keras, torch, kind, canonical)
                 name = source.name(keras, torch, kind, canonical)

@@ -43,15 +43,16 @@ class RunInfo:
     """model_info.json: what a trained model needs besides its weights.
 
     image_shape (H, W) and channels of the uint8 input; normalization (mean, std), (None, None)
-    for per-image standardisation; style: the resolved ResNet-50 variant (None for other
-    models)."""
+    for per-image standardisation; style: the resolved ResNet-50 variant, stem: the resolved
+    ResNet-18/34 stem (None for other models)."""
 
     class_names: tuple[str, ...]
     image_shape: tuple[int, int]
     channels: int
-    normalization: tuple[float | None, float | None]
+    normalization: tuple  # (mean, std): numbers, per-channel lists, or (None, None)
     model: str
     style: str | None = None
+    stem: str | None = None
 
     def to_json(self) -> dict:
         out = {
@@ -63,14 +64,19 @@ class RunInfo:
         }
         if self.style is not None:
             out["style"] = self.style
+        if self.stem is not None:
+            out["stem"] = self.stem
         return out
 
     @classmethod
     def from_json(cls, d: dict) -> RunInfo:
         stats = d["normalization"]
-        norm = (
-            (None, None) if stats["mean"] is None else (float(stats["mean"]), float(stats["std"]))
-        )
+        if stats["mean"] is None:
+            norm = (None, None)
+        elif isinstance(stats["mean"], list):  # per channel
+            norm = ([float(v) for v in stats["mean"]], [float(v) for v in stats["std"]])
+        else:
+            norm = (float(stats["mean"]), float(stats["std"]))
         return cls(
             class_names=tuple(d["class_names"]),
             image_shape=tuple(int(s) for s in d["image_shape"][:2]),
@@ -78,6 +84,7 @@ class RunInfo:
             normalization=norm,
             model=d["model"],
             style=d.get("style"),
+            stem=d.get("stem"),
         )
 
 

@@ -129,3 +129,40 @@ def call_tool(main, argv: list[str]) -> int:
     with pytest.raises(SystemExit) as e:
         run(main, argv)
     return e.value.code
+
+
+def untrained_run(workdir, config, num_classes: int = 7, class_names=None) -> str:
+    """A workdir as a finished run leaves it (config.json, model_info.json, a best
+    checkpoint) with the initial parameters, written without training: for the tools that read
+    runs (evaluate, predict, export) in fast tests."""
+    from ferjax.builder import build
+    from ferjax.checkpoint import Checkpoints
+    from ferjax.data.dataset import FER2013_CLASSES
+    from ferjax.workdir import RunInfo, Workdir
+
+    size, channels = config.data.image_size, config.data.channels
+    program = build(
+        config,
+        num_classes=num_classes,
+        image_shape=(size, size, channels),
+        steps_per_epoch=1,
+        norm=(128.0, 64.0),
+    )
+    run = Workdir(str(workdir))
+    run.write_config(config)
+    model = program.config.model
+    run.write_info(
+        RunInfo(
+            class_names=tuple(class_names or FER2013_CLASSES[:num_classes]),
+            image_shape=(size, size),
+            channels=channels,
+            normalization=program.norm,
+            model=model.name,
+            style=model.style if model.name == "resnet50" else None,
+            stem=model.stem if model.name in ("resnet18", "resnet34") else None,
+        )
+    )
+    ckpts = Checkpoints(run, async_save=False)
+    ckpts.save_best(1, program.state, {"best_value": 0.0, "best_step": 1})
+    ckpts.close()
+    return str(workdir)

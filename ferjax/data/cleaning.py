@@ -32,7 +32,10 @@ REMOVALS = ("blank", "duplicate", "leak", "near duplicate", "label noise dropped
 
 
 def pixel_std(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Per-image pixel standard deviation of uint8[N, H, W(, C)] -> float32[N] (chunked)."""
+    """Per-image pixel standard deviation of uint8[N, H, W(, C)] -> float32[N] (chunked; a
+    stored split gives the values its conversion computed)."""
+    if hasattr(images, "pixel_std"):
+        return images.pixel_std()
     out = np.empty(len(images), np.float32)
     for s in range(0, len(images), chunk):
         out[s : s + chunk] = images[s : s + chunk].reshape(-1, images[0].size).std(1, np.float32)
@@ -40,7 +43,10 @@ def pixel_std(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
 
 
 def pixel_hashes(images: np.ndarray) -> list[bytes]:
-    """A 128-bit content hash of each image's pixels (and shape)."""
+    """A 128-bit content hash of each image's pixels (a stored split gives the hashes its
+    conversion computed)."""
+    if hasattr(images, "pixel_hashes"):
+        return images.pixel_hashes()
     return [hashlib.blake2b(im.tobytes(), digest_size=16).digest() for im in images]
 
 
@@ -60,14 +66,17 @@ def perceptual_hashes(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
     noise, blur and re-encoding. 16x16 rather than the classic 8x8 because aligned 48x48 faces
     are too alike at 8x8: distinct faces often land within a few bits of each other.
     """
-    if images.ndim == 4:  # hashed on the luma of colour images
-        images = to_channels(images, 1)[..., 0]
     h, w = images.shape[1:3]
+    # Bounded chunks (stored splits are read from disk chunk by chunk).
+    chunk = max(1, min(chunk, (64 << 20) // int(np.prod(images.shape[1:]))))
     dh = _dct_matrix(h, HASH_SIZE).astype(np.float32)
     dw = _dct_matrix(w, HASH_SIZE).astype(np.float32)
     out = np.empty((len(images), HASH_SIZE * HASH_SIZE // 8), np.uint8)
     for s in range(0, len(images), chunk):
-        x = images[s : s + chunk].astype(np.float32)
+        x = images[s : s + chunk]
+        if x.ndim == 4:  # hashed on the luma of colour images
+            x = to_channels(x, 1)[..., 0]
+        x = x.astype(np.float32)
         coeffs = (dh @ x @ dw.T).reshape(len(x), -1)  # 2D DCT, lowest frequencies only
         med = np.median(coeffs[:, 1:], axis=1, keepdims=True)
         out[s : s + chunk] = np.packbits(coeffs > med, axis=1)

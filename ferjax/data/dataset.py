@@ -13,6 +13,7 @@ import dataclasses
 from collections import Counter
 
 import numpy as np
+from PIL import Image
 
 # FER2013's label order (the `emotion` column of fer2013.csv).
 FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -116,3 +117,17 @@ def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
         luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
         return luma.astype(np.uint8)[..., None]
     raise ValueError(f"images with {have} channels cannot become {channels}")
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8[N, H, W, C] -> uint8[N, size, size, C], bilinear (Pillow, as the folder reader
+    resizes files); returned unchanged when already that size."""
+    if images.shape[1:3] == (size, size):
+        return images
+    out = np.empty((len(images), size, size, images.shape[-1]), np.uint8)
+    for k, image in enumerate(images):
+        im = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        out[k] = np.asarray(im.resize((size, size), Image.Resampling.BILINEAR)).reshape(
+            size, size, -1
+        )
+    return out

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ferjax.data.dataset import SPLITS, FerData, Split
-from ferjax.data.folder import stratified_split, to_grayscale
+from ferjax.data.folder import stratified_split, to_grayscale, to_rgb
 from ferjax.data.rows import RowErrors
 
 # Chunks of about this many output bytes per task: large enough to amortise the pickling of a
@@ -39,7 +39,7 @@ CHUNK_BYTES = 4 << 20
 # Below this many records a pool costs more to start than it saves.
 PARALLEL_MIN = 1024
 # How decode_records runs in parallel: "process" (a process pool) or "thread"; see there.
-POOL = "process"
+POOL = "thread"
 EXIF_ORIENTATION = 0x0112
 UNREADABLE = (
     OSError,
@@ -97,20 +97,6 @@ def report(errors: RowErrors, record: FaceRecord, reason: str, detail: str) -> N
         errors.add(record.where, reason, detail)
     else:
         errors.add("", reason, f"{record.source}: {record.where}: {detail}")
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL image -> mode RGB: 16-bit and float scaled to 0..255 (as `to_grayscale`),
-    transparency on white."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return to_grayscale(im).convert("RGB")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        im.mode == "P" and "transparency" in im.info
-    ):
-        im = im.convert("RGBA")
-        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(white, im)
-    return im.convert("RGB")
 
 
 def clip_box(

@@ -61,11 +61,12 @@ def class_order(folder_names: list[str]) -> list[str]:
     return names
 
 
-def read_image(path: str, size: int) -> np.ndarray:
-    """One image file -> uint8[size, size] grayscale. Raises OSError/ValueError if unreadable."""
+def read_image(path: str, size: int, channels: int = 1) -> np.ndarray:
+    """One image file -> uint8[size, size] grayscale or uint8[size, size, 3] (channels=3).
+    Raises OSError/ValueError if unreadable."""
     with Image.open(path) as im:
         im.load()
-        return resize_face(to_grayscale(im), size)
+        return resize_face(to_grayscale(im) if channels == 1 else to_rgb(im), size)
 
 
 def to_grayscale(im: Image.Image) -> Image.Image:
@@ -79,6 +80,20 @@ def to_grayscale(im: Image.Image) -> Image.Image:
         white = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(white, im)
     return im.convert("L")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL image -> mode RGB: 16-bit and float scaled to 0..255 (as `to_grayscale`),
+    transparency on white."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return to_grayscale(im).convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        im.mode == "P" and "transparency" in im.info
+    ):
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im)
+    return im.convert("RGB")
 
 
 def resize_face(gray: Image.Image, size: int) -> np.ndarray:
@@ -127,8 +142,10 @@ def load_folder(
     val_fraction: float = 0.1,
     seed: int = 0,
     on_error: str = "raise",
+    channels: int = 1,
 ) -> FerData:
-    """Loads an image-folder tree into a FerData.
+    """Loads an image-folder tree into a FerData (images uint8[N, S, S] grayscale, or
+    uint8[N, S, S, 3] with channels=3).
 
     Split.rows is the 1-based index of each file in its split folder (classes in label order,
     files sorted by name); Split.paths holds the file paths.
@@ -160,7 +177,7 @@ def load_folder(
                 continue
             for path in _list_images(dirs[name], errors, skipped):
                 try:
-                    images.append(read_image(path, image_size))
+                    images.append(read_image(path, image_size, channels))
                 except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
                     detail = str(e).splitlines()[0] if str(e) else type(e).__name__
                     errors.add("", "unreadable image", f"{path}: unreadable image ({detail[:120]})")
@@ -168,7 +185,9 @@ def load_folder(
                 labels.append(label)
                 paths.append(path)
         splits[split] = Split(
-            images=np.asarray(images, np.uint8).reshape(-1, image_size, image_size),
+            images=np.asarray(images, np.uint8).reshape(
+                -1, image_size, image_size, *((3,) if channels == 3 else ())
+            ),
             labels=np.asarray(labels, np.int32),
             rows=np.arange(1, len(labels) + 1, dtype=np.int64),
             paths=np.asarray(paths, dtype=object),

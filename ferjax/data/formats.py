@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ml_collections
 
+from ferjax.data.affectnet import load_affectnet
 from ferjax.data.dataset import FerData
 from ferjax.data.fer2013 import load_fer2013
 from ferjax.data.ferplus import load_ferplus
 from ferjax.data.folder import load_folder
+from ferjax.data.rafdb import load_rafdb
 from ferjax.data.synthetic import make_synthetic
 from ferjax.errors import ConfigError
 from ferjax.registry import Registry
@@ -27,10 +29,23 @@ def _need_path(cfg: ml_collections.ConfigDict, what: str) -> None:
         raise ConfigError(f"data.path: empty; data.name={cfg.name} needs {what}")
 
 
+def workers(cfg: ml_collections.ConfigDict) -> int | None:
+    """data.workers: image-decoding threads (0 = every core)."""
+    return cfg.workers or None
+
+
 @FORMATS.register("synthetic")
 def _synthetic(cfg: ml_collections.ConfigDict) -> FerData:
     s = cfg.synthetic
-    return make_synthetic(s.num_train, s.num_val, s.num_test, s.seed, s.label_noise)
+    return make_synthetic(
+        s.num_train,
+        s.num_val,
+        s.num_test,
+        s.seed,
+        s.label_noise,
+        image_size=cfg.image_size,
+        channels=cfg.channels,
+    )
 
 
 @FORMATS.register("fer2013")
@@ -50,7 +65,39 @@ def _ferplus(cfg: ml_collections.ConfigDict) -> FerData:
 @FORMATS.register("folder")
 def _folder(cfg: ml_collections.ConfigDict) -> FerData:
     _need_path(cfg, "the root folder holding train/<class>/ and test/<class>/")
-    return load_folder(cfg.path, cfg.image_size, cfg.val_fraction, cfg.split_seed, cfg.on_error)
+    return load_folder(
+        cfg.path, cfg.image_size, cfg.val_fraction, cfg.split_seed, cfg.on_error, cfg.channels
+    )
+
+
+@FORMATS.register("rafdb")
+def _rafdb(cfg: ml_collections.ConfigDict) -> FerData:
+    _need_path(cfg, "RAF-DB's basic/ folder (EmoLabel/list_patition_label.txt, Image/aligned/)")
+    return load_rafdb(
+        cfg.path,
+        cfg.image_size,
+        cfg.channels,
+        cfg.rafdb_aligned,
+        cfg.val_fraction,
+        cfg.split_seed,
+        cfg.on_error,
+        workers(cfg),
+    )
+
+
+@FORMATS.register("affectnet")
+def _affectnet(cfg: ml_collections.ConfigDict) -> FerData:
+    _need_path(cfg, "the AffectNet folder holding training.csv, validation.csv and the images")
+    return load_affectnet(
+        cfg.path,
+        cfg.image_size,
+        cfg.channels,
+        cfg.affectnet_classes,
+        cfg.val_fraction,
+        cfg.split_seed,
+        cfg.on_error,
+        workers(cfg),
+    )
 
 
 @FORMATS.register("tfds")

@@ -1,5 +1,6 @@
-"""Loads the dataset named by the config: read, set channels, clean, select classes, cap,
-equalise. Every split then holds uint8 images [N, H, W, C] with C = data.channels."""
+"""Loads the dataset named by the config: read (into memory, or into a shard store read on
+demand for data.placement=disk), set channels and size, clean, select classes, cap, equalise.
+Every split then holds uint8 images [N, S, S, C] (S = data.image_size, C = data.channels)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,23 @@ import numpy as np
 
 from ferjax.data.classes import parse_class_list, select_classes
 from ferjax.data.cleaning import clean
-from ferjax.data.dataset import SPLITS, FerData, to_channels
+from ferjax.data.dataset import SPLITS, FerData, resize_images, to_channels
+from ferjax.data.decode import load_index
 from ferjax.data.formats import FORMATS
+from ferjax.data.pipeline import HOST_FRACTION, host_memory_bytes
 from ferjax.data.preprocess import equalize_histogram
+from ferjax.data.stored import INDEXED, StoredImages, stored_data
 from ferjax.errors import ConfigError
 
 
 def read_source(cfg: ml_collections.ConfigDict) -> FerData:
-    """Reads `data.name` from `data.path` (FORMATS) with images as uint8[N, H, W, C]."""
+    """Reads `data.name` from `data.path` (FORMATS) with images as uint8[N, S, S, C]: C =
+    data.channels, S = data.image_size."""
     data = FORMATS.get(cfg.name)(cfg)
     splits = {
-        n: dataclasses.replace(s, images=to_channels(s.images, cfg.channels))
+        n: dataclasses.replace(
+            s, images=resize_images(to_channels(s.images, cfg.channels), cfg.image_size)
+        )
         for n, s in data.splits.items()
     }
     return dataclasses.replace(data, splits=splits)
@@ -43,12 +50,34 @@ def equalize(data: FerData) -> FerData:
     return dataclasses.replace(data, splits=splits)
 
 
+def read_indexed(cfg: ml_collections.ConfigDict) -> FerData | None:
+    """For the sources that can be streamed from disk (stored.INDEXED) under placement disk or
+    auto: the index, then the images in a shard store (disk, or auto when the decoded images
+    would take more than HOST_FRACTION of the memory available) or decoded into memory.
+    None when the source is read by read_source."""
+    if cfg.name not in INDEXED or cfg.placement not in ("auto", "disk"):
+        if cfg.placement == "disk":
+            raise ConfigError(
+                f"data.placement: disk reads a shard store, which data.name={cfg.name} has no "
+                f"index for (streamable sources: {', '.join(INDEXED)}); use device or host"
+            )
+        return None
+    index = INDEXED.get(cfg.name)(cfg)
+    faces = sum(len(records) for records in index.splits.values())
+    need = faces * cfg.image_size**2 * cfg.channels
+    if cfg.placement == "disk" or need > HOST_FRACTION * host_memory_bytes():
+        return stored_data(index, cfg)
+    return load_index(index, cfg.image_size, cfg.channels, cfg.workers or None)
+
+
 def load_data(config: ml_collections.ConfigDict) -> FerData:
-    data = read_source(config.data)
+    data = read_indexed(config.data) or read_source(config.data)
     data = clean(data, config.data.clean)
     data = select_classes(data, parse_class_list(config.data.classes))
     data = cap_training_examples(data, config.data.subset, config.train.seed)
     if config.data.equalize:
+        if isinstance(data.splits["train"].images, StoredImages):
+            raise ConfigError("data.equalize: not available with data.placement=disk")
         data = equalize(data)
     for name in SPLITS:
         if name not in data.splits or len(data.splits[name]) == 0:

@@ -15,22 +15,66 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 
+from ferjax.data.shards import prefetch_batches
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# data.placement: where the training images live during training.
-PLACEMENTS = ("auto", "device", "stream")
+# data.placement: where the training images live during training. device: on the accelerator
+# (the host sends index records); host: in host memory (uint8 batches gathered per step by
+# tf.data; "stream" is its former name); disk: in a shard store read per step
+# (ferjax.data.stored); auto: by size.
+PLACEMENTS = ("auto", "device", "host", "stream", "disk")
+# Batches of faces read ahead from a shard store (host memory: about this many + 2 batches).
+STREAM_PREFETCH = 3
+# auto keeps the images on the device while they take at most this fraction of its memory, and
+# in host memory while they take at most this fraction of the memory available.
+DEVICE_FRACTION, HOST_FRACTION = 0.5, 0.5
 
 
-def choose_placement(setting: str, image_bytes: int, fraction: float = 0.5) -> str:
-    """device (the dataset lives on the accelerator; the host sends index records) or stream
-    (tf.data gathers uint8 image batches on the host). auto picks device unless the images
-    would take more than `fraction` of the first device's memory."""
-    if setting != "auto":
+def host_memory_bytes() -> int:
+    """Memory this process may still use: MemAvailable, or less under a cgroup limit."""
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
+        try:
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            with open(usage_file) as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:
+            left = int(limit) - usage
+            available = left if available is None else min(available, left)
+    return available if available is not None else 1 << 62
+
+
+def choose_placement(setting: str, image_bytes: int, stored: bool = False) -> str:
+    """device, host or disk for training images of `image_bytes` (stored: they are in a shard
+    store already, which only disk placement reads). auto: device while they fit in
+    DEVICE_FRACTION of the first device's memory, else host."""
+    if stored:
+        return "disk"
+    if setting == "stream":
+        return "host"
+    if setting in ("device", "host"):
         return setting
     stats = jax.local_devices()[0].memory_stats() or {}
     limit = stats.get("bytes_limit")
-    if limit and image_bytes > fraction * limit:
-        return "stream"
+    if limit and image_bytes > DEVICE_FRACTION * limit:
+        return "host"
     return "device"
 
 
@@ -102,10 +146,10 @@ def index_batches(
     """Yields this process's slice of each global batch of `records`, from `start_step` on.
 
     The remainder that does not fill a global batch is dropped (every process takes the same
-    number of steps). Batches are prefetched in the background. With `host_arrays` (streaming
-    placement: {"images": uint8[N,H,W,C], "targets": float32[N,K]} kept in host memory), each
-    batch also carries the gathered uint8 images xi, xj and targets ti, tj (one batched gather
-    per step, so the host stays far ahead of the device).
+    number of steps). Batches are prefetched in the background. With `host_arrays` ({"images":
+    uint8[N,H,W,C] in host memory (placement host) or a StoredImages (placement disk),
+    "targets": float32[N,K]}), each batch also carries the gathered uint8 images xi, xj and
+    targets ti, tj, gathered ahead of the device step.
     """
     tf = import_tensorflow()
     hide_gpus_from_tensorflow()
@@ -120,20 +164,32 @@ def index_batches(
         return {k: v[lo:hi] for k, v in b.items()}
 
     ds = ds.skip(start_step).map(this_process)
-    if host_arrays is not None:
-        images = tf.constant(host_arrays["images"])
-        targets = tf.constant(host_arrays["targets"])
+    images = None if host_arrays is None else host_arrays["images"]
+    if images is not None and not isinstance(images, np.ndarray):
+        # A shard store (placement disk): tf.data yields the index records, background threads
+        # read each batch's faces by random access.
+        targets = host_arrays["targets"]
+        ds = ds.prefetch(tf.data.AUTOTUNE)
+
+        def gather(b):
+            xi, xj = images.store.gather_pairs(images.index[b["i"]], images.index[b["j"]])
+            return {**b, "xi": xi, "xj": xj, "ti": targets[b["i"]], "tj": targets[b["j"]]}
+
+        return prefetch_batches(ds.as_numpy_iterator(), gather, depth=STREAM_PREFETCH)
+    if images is not None:
+        images_t = tf.constant(images)
+        targets_t = tf.constant(host_arrays["targets"])
 
         @tf.autograph.experimental.do_not_convert
-        def gather(b):
+        def gather_in_memory(b):
             return {
                 **b,
-                "xi": tf.gather(images, b["i"]),
-                "xj": tf.gather(images, b["j"]),
-                "ti": tf.gather(targets, b["i"]),
-                "tj": tf.gather(targets, b["j"]),
+                "xi": tf.gather(images_t, b["i"]),
+                "xj": tf.gather(images_t, b["j"]),
+                "ti": tf.gather(targets_t, b["i"]),
+                "tj": tf.gather(targets_t, b["j"]),
             }
 
-        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(gather_in_memory, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.as_numpy_iterator()

@@ -19,8 +19,10 @@ NORMALIZATIONS = Registry("data.normalize")
 
 @NORMALIZATIONS.register("dataset")
 def _dataset_stats(train_images: np.ndarray) -> tuple[float, float]:
-    """Mean and std of a strided sample of the training pixels (std at least 1 grey level)."""
-    sample = train_images[:: max(1, len(train_images) // 4096)].astype(np.float64)
+    """Mean and std of a strided sample of the training pixels (std at least 1 grey level):
+    about 4,096 images, fewer when they take more than 64 MB (large colour faces)."""
+    count = min(4096, max(1, (64 << 20) // int(np.prod(train_images.shape[1:]))))
+    sample = train_images[:: max(1, len(train_images) // count)].astype(np.float64)
     return float(sample.mean()), float(max(sample.std(), 1.0))
 
 
@@ -40,19 +42,31 @@ def _symmetric(train_images: np.ndarray) -> tuple[float, float]:
     return 127.5, 127.5
 
 
+@NORMALIZATIONS.register("imagenet")
+def _imagenet(train_images: np.ndarray) -> tuple[list[float], list[float]]:
+    """The ImageNet channel statistics (RGB) that pretrained backbones expect; their mean over
+    the channels for grayscale input."""
+    mean, std = [0.485 * 255, 0.456 * 255, 0.406 * 255], [0.229 * 255, 0.224 * 255, 0.225 * 255]
+    if train_images.shape[-1] == 1:
+        return [sum(mean) / 3], [sum(std) / 3]
+    return mean, std
+
+
 def normalization(mode: str, train_images: np.ndarray) -> tuple[float | None, float | None]:
     """(mean, std) so that the model sees (pixels - mean) / std; (None, None) = per image."""
     return NORMALIZATIONS.get(mode)(train_images)
 
 
 def normalize_images(x, norm):
-    """float32[B, H, W, C] pixels -> model input. norm = (mean, std), or (None, None) for
-    per-image standardisation over all pixels and channels of each image."""
+    """float32[B, H, W, C] pixels -> model input. norm = (mean, std) (numbers, or one per
+    channel), or (None, None) for per-image standardisation over all pixels and channels."""
     mean, std = norm
     if mean is None:
         m = jnp.mean(x, axis=(-3, -2, -1), keepdims=True)
         s = jnp.std(x, axis=(-3, -2, -1), keepdims=True)
         return (x - m) / jnp.maximum(s, 1.0)
+    if isinstance(mean, list | tuple):
+        mean, std = jnp.asarray(mean, x.dtype), jnp.asarray(std, x.dtype)
     return (x - mean) / std
 
 

@@ -46,7 +46,7 @@ import numpy as np
 from ferjax.errors import DataFormatError, DataNotFoundError
 
 FORMAT = "ferjax-shards"
-VERSION = 1
+VERSION = 2  # 2: per-face pixel std and content hash (for cleaning without a pass over the data)
 WRITER_OPTIONS = "group_size:1,uncompressed"
 # No readahead and no internal thread pool: random single-record reads (ArrayRecord's advice).
 READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:0"
@@ -318,6 +318,14 @@ class _ShardResult:
     errors: list[str]
 
 
+def pixel_summary(face: np.ndarray) -> tuple[np.float32, np.ndarray]:
+    """(pixel std, 128-bit content hash) of one uint8[H, W, C] face, exactly as
+    ferjax.data.cleaning computes them, so cleaning a stored split needs no pass over it."""
+    std = face.reshape(1, -1).std(1, np.float32)[0]
+    digest = np.frombuffer(hashlib.blake2b(face.tobytes(), digest_size=16).digest(), np.uint8)
+    return std, digest
+
+
 def _decode_checked(job: _ShardJob, path: str, box) -> np.ndarray:
     h, w, c = job.image_shape
     face = job.decode(path, box, h, c)
@@ -341,6 +349,8 @@ def _convert_shard(job: _ShardJob) -> _ShardResult:
     tmp = out / f".{job.name}{_TMP}{os.getpid()}"
     errors: list[str] = []
     embeddings = np.zeros((len(job.items), EMBEDDING_SIDE * EMBEDDING_SIDE), np.float16)
+    stds = np.zeros(len(job.items), np.float32)
+    hashes = np.zeros((len(job.items), 16), np.uint8)
     try:
         writer = ArrayRecordWriter(str(tmp), WRITER_OPTIONS)
         try:
@@ -354,6 +364,7 @@ def _convert_shard(job: _ShardJob) -> _ShardResult:
                 if not errors:
                     writer.write(face.tobytes())
                     embeddings[k] = face_embedding(face)
+                    stds[k], hashes[k] = pixel_summary(face)
         finally:
             writer.close()
     except RuntimeError as e:  # ArrayRecord's I/O errors (disk full...) do not name the file
@@ -363,7 +374,9 @@ def _convert_shard(job: _ShardJob) -> _ShardResult:
         return _ShardResult(job.name, job.index, 0, errors)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
-    _save_npy(out / f"{job.name}.emb.npy", embeddings)
+    _save_npy(out / f"{job.name}.std.npy", stds)
+    _save_npy(out / f"{job.name}.hash.npy", hashes)
+    _save_npy(out / f"{job.name}.emb.npy", embeddings)  # last: its presence marks the shard done
     os.replace(tmp, final)
     return _ShardResult(job.name, job.index, len(job.items), [])
 
@@ -372,7 +385,8 @@ def _shard_is_complete(out: Path, shard: Shard) -> bool:
     from array_record.python.array_record_module import ArrayRecordReader
 
     path, emb = out / shard.file, out / f"{shard.file}.emb.npy"
-    if not (path.is_file() and emb.is_file()):
+    extra = [out / f"{shard.file}.{part}.npy" for part in ("std", "hash")]
+    if not (path.is_file() and emb.is_file() and all(p.is_file() for p in extra)):
         return False
     try:
         reader = ArrayRecordReader(str(path), READER_OPTIONS)
@@ -520,8 +534,9 @@ def convert(
                     "other settings; expected an empty folder or the same conversion"
                 )
             files = [sh.file for shards in existing.splits.values() for sh in shards]
-            for part in out.glob("*.emb.npy"):  # left by a run killed just after the manifest
-                part.unlink()
+            for kind in ("emb", "std", "hash"):  # left by a run killed just after the manifest
+                for part in out.glob(f"*.{kind}.npy"):
+                    part.unlink()
             nothing = {"converted_shards": [], "reused_shards": files, "images_converted": 0}
             return dataclasses.replace(existing, conversion=nothing)
         plan = {"key": key, "layout": manifest.to_json()["splits"], "version": VERSION}
@@ -620,15 +635,12 @@ def _run_jobs(jobs: list[_ShardJob], workers: int, progress_seconds: float, stre
 
 def _finish(out: Path, manifest: Manifest, labels: np.ndarray, rows: np.ndarray) -> None:
     """Writes labels, rows and embeddings, then the manifest (last), then tidies up."""
-    parts = [out / f"{sh.file}.emb.npy" for shards in manifest.splits.values() for sh in shards]
-    dim = EMBEDDING_SIDE * EMBEDDING_SIDE
-    embeddings = np.zeros((manifest.num_records, dim), np.float16)
-    at = 0
-    for part in parts:
-        e = np.load(part)
-        embeddings[at : at + len(e)] = e
-        at += len(e)
-    _save_npy(out / "embeddings.npy", embeddings)
+    files = [sh.file for shards in manifest.splits.values() for sh in shards]
+    parts = []
+    for kind, name in (("emb", "embeddings"), ("std", "pixel_std"), ("hash", "pixel_hash")):
+        pieces = [out / f"{f}.{kind}.npy" for f in files]
+        _save_npy(out / f"{name}.npy", np.concatenate([np.load(p) for p in pieces]))
+        parts += pieces
     _save_npy(out / "labels.npy", labels)
     _save_npy(out / "rows.npy", rows)
     _write_json(out / MANIFEST, manifest.to_json())
@@ -806,6 +818,14 @@ class ShardedImages:
     def embeddings(self, split: str | None = None) -> np.ndarray:
         """float16[N, 256] face embeddings (see `face_embedding`) of `split`."""
         return self._slice("embeddings.npy", split)
+
+    def pixel_std(self, split: str | None = None) -> np.ndarray:
+        """float32[N] pixel standard deviation of each face (see `pixel_summary`)."""
+        return self._slice("pixel_std.npy", split)
+
+    def pixel_hash(self, split: str | None = None) -> np.ndarray:
+        """uint8[N, 16] content hash of each face (see `pixel_summary`)."""
+        return self._slice("pixel_hash.npy", split)
 
     def _reader(self, shard: int):
         reader = self._readers[shard]

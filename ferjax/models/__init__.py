@@ -13,7 +13,7 @@ import ml_collections
 from ferjax.models.cnn import FerCNN
 from ferjax.models.imagenet import STYLES, VGG16, ResNet50, TransferNet
 from ferjax.models.layers import resolve_conv_impl
-from ferjax.models.resnet import ResNet
+from ferjax.models.resnet import STEMS, ResNet
 from ferjax.registry import Registry
 
 MODELS = Registry("model.name")
@@ -32,6 +32,11 @@ def _transfer(model: ml_collections.ConfigDict, num_classes: int, dtype, backbon
 
 
 def _resnet(model: ml_collections.ConfigDict, num_classes: int, dtype, stage_sizes) -> ResNet:
+    if model.stem not in STEMS:
+        raise ValueError(
+            f"model.stem {model.stem!r} must be resolved to one of {STEMS} before building "
+            "(ferjax.builder.resolve_model_config)"
+        )
     return ResNet(
         num_classes=num_classes,
         stage_sizes=stage_sizes,
@@ -39,6 +44,7 @@ def _resnet(model: ml_collections.ConfigDict, num_classes: int, dtype, stage_siz
         dropout=model.dropout,
         dtype=dtype,
         conv_impl=resolve_conv_impl(model.conv_impl),
+        stem=model.stem,
     )
 
 
@@ -82,6 +88,6 @@ def _resnet50(model: ml_collections.ConfigDict, num_classes: int, dtype) -> Tran
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int):
-    """Builds the Flax module named by `config.model.name` (model.style already resolved for
-    resnet50, see ferjax.transfer.resolve_style)."""
+    """Builds the Flax module named by `config.model.name` (model.style and model.stem already
+    resolved: ferjax.builder.resolve_model_config)."""
     return MODELS.get(config.model.name)(config.model, num_classes, DTYPES[config.train.dtype])

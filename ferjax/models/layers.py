@@ -47,7 +47,7 @@ class GemmConv(nn.Module):
     features: int
     kernel_size: Sequence[int]
     strides: Sequence[int] = (1, 1)
-    padding: str = "SAME"
+    padding: Any = "SAME"
     use_bias: bool = True
     dtype: Any = None
     param_dtype: Any = jnp.float32
@@ -118,14 +118,16 @@ def conv(
     use_bias: bool = False,
     dtype: Any = jnp.float32,
     name: str | None = None,
+    padding: Any = "SAME",
 ) -> nn.Module:
-    """A square SAME convolution module of implementation `impl` (CONV_IMPLS, or auto)."""
+    """A square convolution module of implementation `impl` (CONV_IMPLS, or auto); padding
+    "SAME" or ((top, bottom), (left, right))."""
     cls = CONV_IMPLS.get(resolve_conv_impl(impl)).conv
     return cls(
         features,
         (kernel, kernel),
         (strides, strides),
-        padding="SAME",
+        padding=padding,
         use_bias=use_bias,
         dtype=dtype,
         name=name,

@@ -1,0 +1,169 @@
+"""Colour runs on RAF-DB and AffectNet layouts, in memory and streamed from a shard store: the
+same numbers both ways, SMOTE on streamed data, exact resume from shards, bounded memory,
+ImageNet stems and colour export. All slow (they run the trainer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, assert_trees_equal, explain, latest_params, tiny_config, train_losses
+from conftest import train as run
+
+from ferjax.data.fake_releases import write_affectnet, write_rafdb
+from ferjax.data.load import load_data
+from ferjax.data.rafdb import RAFDB_CLASSES
+from ferjax.data.stored import StoredImages
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rafdb(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rafdb")
+    write_rafdb(str(root), num_train=200, num_test=48, seed=0, size=100)
+    return str(root)
+
+
+def rafdb_config(root, shards, **overrides):
+    config = tiny_config(
+        data__name="rafdb",
+        data__path=root,
+        data__channels=3,
+        data__image_size=48,
+        data__shards_dir=str(shards),
+        data__val_fraction=0.2,
+        train__num_epochs=1,
+        **overrides,
+    )
+    return config
+
+
+def test_rafdb_in_colour_in_memory_and_streamed_give_the_same_run(rafdb, tmp_path):
+    device = rafdb_config(rafdb, tmp_path / "shards", data__placement="device")
+    disk = rafdb_config(rafdb, tmp_path / "shards", data__placement="disk")
+    data = load_data(disk)
+    train = data.splits["train"]
+    assert isinstance(train.images, StoredImages) and train.images.shape[1:] == (48, 48, 3)
+    assert data.class_names == RAFDB_CLASSES
+    a = run(device, tmp_path / "device")
+    b = run(disk, tmp_path / "disk")
+    la, lb = train_losses(tmp_path / "device"), train_losses(tmp_path / "disk")
+    assert len(la) == 5 and la == lb  # 160 training faces, batch 32
+    assert a["confusion_matrix"] == b["confusion_matrix"]
+    assert a["class_names"] == list(RAFDB_CLASSES)
+    info = json.loads((tmp_path / "disk" / "model_info.json").read_text())
+    assert info["channels"] == 3 and info["image_shape"] == [48, 48]
+    log = (tmp_path / "disk" / "data_report.json").read_text()
+    assert "streamed from" in log
+
+
+def test_smote_on_streamed_data_and_exact_resume_from_shards(rafdb, tmp_path):
+    overrides = dict(data__placement="disk", sampling__method="smote", train__num_epochs=2)
+    straight = run(rafdb_config(rafdb, tmp_path / "shards", **overrides), tmp_path / "straight")
+    sampling = json.loads((tmp_path / "straight" / "sampling_report.json").read_text())
+    assert sampling["synthetic_records"] > 0
+    assert len(set(sampling["counts_after"].values())) == 1  # balanced
+    halted = rafdb_config(rafdb, tmp_path / "shards", train__halt_after_steps=7, **overrides)
+    assert run(halted, tmp_path / "resumed") is None
+    assert latest_params(tmp_path / "resumed")[0] == 7  # mid-epoch
+    again = run(rafdb_config(rafdb, tmp_path / "shards", **overrides), tmp_path / "resumed")
+    (s1, a), (s2, b) = latest_params(tmp_path / "straight"), latest_params(tmp_path / "resumed")
+    assert s1 == s2 and assert_trees_equal(a, b) > 0
+    assert train_losses(tmp_path / "straight") == train_losses(tmp_path / "resumed")
+    assert straight["accuracy"] == again["accuracy"]
+
+
+_BOUNDED = """
+import json, sys
+sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+from conftest import tiny_config, train
+def config(**kw):
+    return tiny_config(data__name="rafdb", data__path={data!r}, data__channels=3,
+                       data__image_size=112, data__placement="disk", data__shards_dir={shards!r},
+                       data__val_fraction=0.02, train__num_epochs=1, train__batch_size=16,
+                       train__eval_batch_size=16, train__verbosity=0, model__conv_impl="xla",
+                       train__log_every_steps=20, **kw)
+def kib(field):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1])
+train(config(train__halt_after_steps=2), {workdir!r})  # imports, compilation, first batches
+open("/proc/self/clear_refs", "w").write("5")  # restart the peak (VmHWM) from here
+base = kib("VmRSS:")
+train(config(), {workdir!r})  # the rest of the epoch: every training face read once
+import ferjax.data.load as load
+images = load.load_data(config()).splits["train"].images
+steps = [json.loads(l)["step"] for l in open({workdir!r} + "/metrics.jsonl")]
+print(json.dumps({{"train_bytes": images.nbytes, "faces": len(images), "last_step": max(steps),
+                   "peak_growth_bytes": (kib("VmHWM:") - base) * 1024}}))
+"""
+
+
+def test_host_memory_stays_bounded_while_streaming(tmp_path):
+    """Training images bigger than a limit the test sets (64 MiB of 112x112 colour faces), read
+    from shards over a whole epoch: the trainer's peak memory grows by much less than them."""
+    root = tmp_path / "rafdb"
+    write_rafdb(str(root), num_train=2000, num_test=16, seed=1, size=100)
+    script = _BOUNDED.format(
+        root=str(ROOT),
+        tests=str(ROOT / "tests"),
+        data=str(root),
+        shards=str(tmp_path / "shards"),
+        workdir=str(tmp_path / "run"),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=900
+    )
+    assert out.returncode == 0, explain(out)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    limit = 64 << 20
+    # The premise: more training data than the limit, and the whole epoch was trained.
+    assert r["train_bytes"] > limit and r["last_step"] == r["faces"] // 16, r
+    assert r["peak_growth_bytes"] < limit / 2, r
+
+
+@pytest.fixture(scope="module")
+def affectnet(tmp_path_factory):
+    root = tmp_path_factory.mktemp("affectnet")
+    release = write_affectnet(str(root), num_train=240, num_val=40, seed=0)
+    return str(root), release
+
+
+def test_affectnet_8_classes_at_112_with_the_imagenet_stem(affectnet, tmp_path):
+    root, release = affectnet
+    config = tiny_config(
+        data__name="affectnet",
+        data__path=root,
+        data__channels=3,
+        data__image_size=112,
+        data__affectnet_classes=8,
+        data__on_error="skip",  # the generator puts some boxes outside their photos
+        model__name="resnet18",
+        model__width=8,
+        train__num_epochs=1,
+    )
+    report = run(config, tmp_path / "run")
+    assert report["class_names"][-1] == "contempt" and len(report["class_names"]) == 8
+    info = json.loads((tmp_path / "run" / "model_info.json").read_text())
+    assert info["stem"] == "imagenet" and info["channels"] == 3
+    skipped = json.loads((tmp_path / "run" / "data_report.json").read_text())["skipped_rows"]
+    assert skipped["affectnet none"] > 0 and skipped["face box outside image"] > 0
+    _, state = latest_params(tmp_path / "run")
+    assert state["params"]["stem_conv"]["kernel"].shape == (7, 7, 3, 8)
+
+
+def test_colour_export_matches_jax(rafdb, tmp_path):
+    from ferjax.inference import load_run
+    from ferjax.serving import export
+
+    run(rafdb_config(rafdb, tmp_path / "shards"), tmp_path / "run")
+    trained = load_run(str(tmp_path / "run"), conv_impl="xla")
+    assert trained.input_shape == (48, 48, 3)
+    diff = export(trained, "tflite", str(tmp_path / "model.tflite"), batch=2)
+    assert diff <= 1e-5
+    assert os.path.getsize(tmp_path / "model.tflite") > 10_000
+    images = np.zeros((1, 48, 48, 3), np.uint8)
+    assert trained.classify(images).shape == (1, 7)

@@ -1,0 +1,77 @@
+"""JAX's persistent compilation cache (train.compilation_cache_dir) never hands back a program
+compiled under other settings: changing FERJAX_CPU_TUNING, XLA_FLAGS, the device count or the
+model compiles afresh, and the same settings again hit the entry they made. Counted with JAX's
+public monitoring events, around the compilation of the train step only. Slow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, explain
+
+pytestmark = pytest.mark.slow
+
+CHILD = """
+import json, sys
+sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+import ferjax
+from ferjax import platform
+import jax
+from jax import monitoring
+from bench.program import ferjax_program
+from conftest import tiny_config
+
+events = {{"hits": 0, "misses": 0}}
+def listen(name, **kwargs):
+    if name == "/jax/compilation_cache/cache_hits":
+        events["hits"] += 1
+    elif name == "/jax/compilation_cache/cache_misses":
+        events["misses"] += 1
+monitoring.register_event_listener(listen)
+platform.enable_compilation_cache({cache!r})
+config = tiny_config(model__cnn_widths={widths!r}, train__batch_size=32)
+program, data, batches = ferjax_program(config, num_batches=1)
+events.update(hits=0, misses=0)  # the train step's compilation only
+program.train_step.lower(program.state, data, batches[0]).compile()
+print(json.dumps({{**events, "devices": jax.device_count()}}))
+"""
+
+
+def compile_step(cache: str, widths: str = "8,16", devices: int = 1, **env) -> dict:
+    code = CHILD.format(root=str(ROOT), tests=str(ROOT / "tests"), cache=cache, widths=widths)
+    environ = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "FERJAX_CPU_TUNING")}
+    environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    environ.update(env)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=environ
+    )
+    assert out.returncode == 0, explain(out)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_other_settings_compile_afresh_and_the_same_settings_hit(tmp_path):
+    cache = str(tmp_path / "cache")
+    miss, hit = {"hits": 0, "misses": 1}, {"hits": 1, "misses": 0}
+    first = compile_step(cache)
+    assert {k: first[k] for k in miss} == miss and first["devices"] == 1
+    assert {k: v for k, v in compile_step(cache).items() if k in hit} == hit
+    variants = {
+        "FERJAX_CPU_TUNING=0": dict(FERJAX_CPU_TUNING="0"),
+        "another XLA flag": dict(XLA_FLAGS_EXTRA="1"),
+        "2 devices": dict(devices=2),
+        "another model": dict(widths="8,24"),
+    }
+    for name, change in variants.items():
+        kwargs = dict(change)
+        if kwargs.pop("XLA_FLAGS_EXTRA", None):
+            kwargs["XLA_FLAGS"] = (
+                "--xla_force_host_platform_device_count=1 --xla_cpu_enable_fast_math=false"
+            )
+        got = compile_step(cache, **kwargs)
+        assert {k: got[k] for k in miss} == miss, name  # compiled afresh
+        again = compile_step(cache, **kwargs)
+        assert {k: again[k] for k in hit} == hit, name  # then its own entry is reused
