@@ -30,7 +30,7 @@ def rafdb(tmp_path_factory):
 
 
 def rafdb_config(root, shards, **overrides):
-    config = tiny_config(
+    keys = dict(
         data__name="rafdb",
         data__path=root,
         data__channels=3,
@@ -38,9 +38,8 @@ def rafdb_config(root, shards, **overrides):
         data__shards_dir=str(shards),
         data__val_fraction=0.2,
         train__num_epochs=1,
-        **overrides,
     )
-    return config
+    return tiny_config(**{**keys, **overrides})
 
 
 def test_rafdb_in_colour_in_memory_and_streamed_give_the_same_run(rafdb, tmp_path):
@@ -53,7 +52,7 @@ def test_rafdb_in_colour_in_memory_and_streamed_give_the_same_run(rafdb, tmp_pat
     a = run(device, tmp_path / "device")
     b = run(disk, tmp_path / "disk")
     la, lb = train_losses(tmp_path / "device"), train_losses(tmp_path / "disk")
-    assert len(la) == 5 and la == lb  # 160 training faces, batch 32
+    assert len(la) == len(train) // 32 >= 4 and la == lb
     assert a["confusion_matrix"] == b["confusion_matrix"]
     assert a["class_names"] == list(RAFDB_CLASSES)
     info = json.loads((tmp_path / "disk" / "model_info.json").read_text())
@@ -82,47 +81,59 @@ _BOUNDED = """
 import json, sys
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 from conftest import tiny_config, train
-def config(**kw):
-    return tiny_config(data__name="rafdb", data__path={data!r}, data__channels=3,
-                       data__image_size=112, data__placement="disk", data__shards_dir={shards!r},
-                       data__val_fraction=0.02, train__num_epochs=1, train__batch_size=16,
-                       train__eval_batch_size=16, train__verbosity=0, model__conv_impl="xla",
-                       train__log_every_steps=20, **kw)
+from ferjax import train as loop
+config = tiny_config(data__name="rafdb", data__path={data!r}, data__channels=3,
+                     data__image_size=112, data__placement="disk", data__shards_dir={shards!r},
+                     data__val_fraction=0.02, train__num_epochs=2, train__batch_size=16,
+                     train__eval_batch_size=16, train__verbosity=0, model__conv_impl="xla",
+                     train__log_every_steps=20, data__subset={subset})
 def kib(field):
     return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1])
-train(config(train__halt_after_steps=2), {workdir!r})  # imports, compilation, first batches
-open("/proc/self/clear_refs", "w").write("5")  # restart the peak (VmHWM) from here
-base = kib("VmRSS:")
-train(config(), {workdir!r})  # the rest of the epoch: every training face read once
+seen = {{}}
+end_epoch = loop.Trainer._end_epoch
+def measured_end_epoch(self, t_epoch):
+    if "base" in seen:  # the end of epoch 2: its peak, before validation
+        seen["peak"], seen["step"] = kib("VmHWM:"), self.step
+    end_epoch(self, t_epoch)
+    if "base" not in seen:  # after epoch 1 (everything compiled and opened): start measuring
+        open("/proc/self/clear_refs", "w").write("5")  # restart the peak (VmHWM)
+        seen["base"] = kib("VmRSS:")
+loop.Trainer._end_epoch = measured_end_epoch
+train(config, {workdir!r})
 import ferjax.data.load as load
-images = load.load_data(config()).splits["train"].images
-steps = [json.loads(l)["step"] for l in open({workdir!r} + "/metrics.jsonl")]
-print(json.dumps({{"train_bytes": images.nbytes, "faces": len(images), "last_step": max(steps),
-                   "peak_growth_bytes": (kib("VmHWM:") - base) * 1024}}))
+images = load.load_data(config).splits["train"].images  # after data.subset
+print(json.dumps({{"train_bytes": images.nbytes, "faces": len(images), "last_step": seen["step"],
+                   "peak_growth_bytes": (seen["peak"] - seen["base"]) * 1024}}))
 """
 
 
 def test_host_memory_stays_bounded_while_streaming(tmp_path):
-    """Training images bigger than a limit the test sets (64 MiB of 112x112 colour faces), read
-    from shards over a whole epoch: the trainer's peak memory grows by much less than them."""
+    """Memory while streaming does not grow with the data: a whole epoch over 2,450 colour faces
+    (92 MB at 112x112, more than a 64 MiB limit the test sets) raises the trainer's peak by
+    less than half the limit above an epoch over 500 of them (the same store). Each is measured
+    over the second epoch, once everything is compiled and open."""
     root = tmp_path / "rafdb"
-    write_rafdb(str(root), num_train=2000, num_test=16, seed=1, size=100)
-    script = _BOUNDED.format(
-        root=str(ROOT),
-        tests=str(ROOT / "tests"),
-        data=str(root),
-        shards=str(tmp_path / "shards"),
-        workdir=str(tmp_path / "run"),
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=900
-    )
-    assert out.returncode == 0, explain(out)
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    write_rafdb(str(root), num_train=2500, num_test=16, seed=1, size=100)
+    runs = {}
+    for subset in (500, 0):
+        script = _BOUNDED.format(
+            root=str(ROOT),
+            tests=str(ROOT / "tests"),
+            data=str(root),
+            shards=str(tmp_path / "shards"),
+            workdir=str(tmp_path / f"run{subset}"),
+            subset=subset,
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=900
+        )
+        assert out.returncode == 0, explain(out)
+        runs[subset] = r = json.loads(out.stdout.strip().splitlines()[-1])
+        assert r["last_step"] == 2 * (r["faces"] // 16), r  # both epochs ran in full
+    small, full = runs[500], runs[0]
     limit = 64 << 20
-    # The premise: more training data than the limit, and the whole epoch was trained.
-    assert r["train_bytes"] > limit and r["last_step"] == r["faces"] // 16, r
-    assert r["peak_growth_bytes"] < limit / 2, r
+    assert small["faces"] == 500 and full["train_bytes"] > limit  # the premise
+    assert full["peak_growth_bytes"] - small["peak_growth_bytes"] < limit / 2, runs
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +161,8 @@ def test_affectnet_8_classes_at_112_with_the_imagenet_stem(affectnet, tmp_path):
     info = json.loads((tmp_path / "run" / "model_info.json").read_text())
     assert info["stem"] == "imagenet" and info["channels"] == 3
     skipped = json.loads((tmp_path / "run" / "data_report.json").read_text())["skipped_rows"]
-    assert skipped["affectnet none"] > 0 and skipped["face box outside image"] > 0
+    assert skipped["affectnet none"] > 0 and skipped["affectnet no-face"] > 0
+    assert "affectnet contempt (7-class)" not in skipped
     _, state = latest_params(tmp_path / "run")
     assert state["params"]["stem_conv"]["kernel"].shape == (7, 7, 3, 8)
 
