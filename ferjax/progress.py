@@ -14,7 +14,8 @@ import time
 import jax
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """m:ss or h:mm:ss."""
     seconds = int(max(seconds, 0))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
@@ -113,7 +114,7 @@ class Progress:
             self.bar.update(self.done - self.bar.n)
         elif self.done < self.steps_per_epoch:
             left = self.steps_per_epoch - self.done
-            eta = _duration(left * self.batch_size / self.rate) if self.rate else "?"
+            eta = duration(left * self.batch_size / self.rate) if self.rate else "?"
             print(
                 f"epoch {self.epoch + 1}/{self.num_epochs} step {self.done}/{self.steps_per_epoch} "
                 f"({100 * self.done / self.steps_per_epoch:.0f}%) {rate} loss {loss} eta {eta}",

@@ -4,12 +4,10 @@ compare. One tiny run is trained once per module and shared by every test."""
 import io
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_config
+from conftest import cli, tiny_config
 from PIL import Image
 
 from ferjax.errors import ConfigError
@@ -212,25 +210,13 @@ def test_evaluate_other_split_and_data_file(workdir, tmp_path, capsys):
     ]
 
 
-def _cli(module, *args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", f"ferjax.{module}", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
-
-
 @pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path):
-    r = _cli("evaluate", f"--workdir={tmp_path}")
+    r = cli("evaluate", f"--workdir={tmp_path}")
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "config.json: missing" in r.stderr
     assert "Traceback" not in r.stderr
-    r = _cli("compare", str(tmp_path / "nope"))
+    r = cli("compare", str(tmp_path / "nope"))
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
 
 

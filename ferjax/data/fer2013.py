@@ -76,7 +76,8 @@ def _diagnose_pixels(text: str) -> str:
     return f"expected {NUM_PIXELS} pixel values (48x48), got {len(tokens)}"
 
 
-def _file_digest(path: str) -> str:
+def file_digest(path: str) -> str:
+    """128-bit blake2b of a file's bytes (hex), read in 4 MiB blocks."""
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -203,7 +204,7 @@ def load_fer2013(path: str, on_error: str = "raise", cache_dir: str | None = Non
     cache_dir = default_cache_dir() if cache_dir is None else cache_dir
     cache_file = None
     if cache_dir:
-        key = f"fer2013-v{CACHE_VERSION}-{_file_digest(path)}-{on_error}.npz"
+        key = f"fer2013-v{CACHE_VERSION}-{file_digest(path)}-{on_error}.npz"
         cache_file = os.path.join(cache_dir, key)
         if os.path.isfile(cache_file):
             try:

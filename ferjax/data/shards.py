@@ -43,7 +43,9 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
+from ferjax.data.fer2013 import file_digest
 from ferjax.errors import DataFormatError, DataNotFoundError
+from ferjax.progress import duration
 
 FORMAT = "ferjax-shards"
 VERSION = 2  # 2: per-face pixel std and content hash (for cleaning without a pass over the data)
@@ -85,14 +87,6 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()
 
 
-def _file_digest(path: str) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _plain_box(box) -> list | None:
     """A box as a JSON list of Python numbers (numpy scalars would hash differently)."""
     if box is None:
@@ -111,7 +105,7 @@ def source_fingerprint(
     for path in list_files:
         if not os.path.isfile(path):
             raise DataNotFoundError(f"{path}: list file not found")
-        h.update(f"list {os.fspath(path)} {_file_digest(path)}\n".encode())
+        h.update(f"list {os.fspath(path)} {file_digest(path)}\n".encode())
     seen = set()
     for split in records:
         for r in records[split]:
@@ -410,13 +404,6 @@ def _layout(sizes: Mapping[str, int], shard_size: int) -> dict[str, tuple[Shard,
     return out
 
 
-def _duration(seconds: float) -> str:
-    s = int(max(seconds, 0))
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 class _Progress:
     """A tqdm bar on a terminal, otherwise a line every `seconds`: shards, images/s, ETA."""
 
@@ -445,7 +432,7 @@ class _Progress:
             print(
                 f"{self.label}: {self.done_shards}/{self.shards} shards, "
                 f"{self.done_images:,}/{self.images:,} images, {rate:,.0f} images/s, "
-                f"ETA {_duration(eta)}",
+                f"ETA {duration(eta)}",
                 file=self.stream,
                 flush=True,
             )
