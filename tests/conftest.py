@@ -166,3 +166,26 @@ def untrained_run(workdir, config, num_classes: int = 7, class_names=None) -> st
     ckpts.save_best(1, program.state, {"best_value": 0.0, "best_step": 1})
     ckpts.close()
     return str(workdir)
+
+
+def initial_params():
+    """The tiny config's initial parameters (without warm-up): the same for every device layout
+    (the initialisation depends on the seed only)."""
+    from ferjax.builder import build
+
+    config = tiny_config(optim__warmup_epochs=0.0)
+    program = build(
+        config, num_classes=7, image_shape=(48, 48, 1), steps_per_epoch=8, norm=(128.0, 64.0)
+    )
+    return jax.device_get(program.state.params)
+
+
+def assert_same_step(a, b, p0) -> None:
+    """Two layouts' parameters after the same step equal to float32 rounding, measured against
+    the size of the step's update: max |a - b| <= 1e-4 max |a - p0|, tensor by tensor."""
+    la, lb, l0 = jax.tree.leaves(a), jax.tree.leaves(b), jax.tree.leaves(p0)
+    assert len(la) == len(lb) == len(l0) > 0
+    for x, y, z in zip(la, lb, l0, strict=True):
+        update = float(np.max(np.abs(np.asarray(x) - np.asarray(z))))
+        assert update > 0
+        assert float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) <= 1e-4 * update + 1e-9

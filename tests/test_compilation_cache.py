@@ -73,5 +73,6 @@ def test_other_settings_compile_afresh_and_the_same_settings_hit(tmp_path):
             )
         got = compile_step(cache, **kwargs)
         assert {k: got[k] for k in miss} == miss, name  # compiled afresh
-        again = compile_step(cache, **kwargs)
-        assert {k: again[k] for k in hit} == hit, name  # then its own entry is reused
+    # Its own entry is what a second run with the same other settings gets.
+    again = compile_step(cache, FERJAX_CPU_TUNING="0")
+    assert {k: again[k] for k in hit} == hit

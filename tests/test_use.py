@@ -1,5 +1,6 @@
-"""Using a trained model: progress output, TensorBoard, figures, evaluate, predict, export,
-compare. One tiny run is trained once per module and shared by every test."""
+"""Using a trained model: progress output, TensorBoard, figures, evaluate, predict, compare.
+The tests that need a finished training run share one tiny run (slow); predict reads a run
+written without training (conftest.untrained_run), and compare reads report files."""
 
 import io
 import json
@@ -7,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import cli, tiny_config
+from conftest import cli, tiny_config, untrained_run
 from PIL import Image
 
 from ferjax.errors import ConfigError
@@ -20,8 +21,13 @@ def workdir(tiny_run):
 
 
 @pytest.fixture(scope="module")
-def trained(workdir):
-    return load_run(str(workdir))
+def fresh_run(tmp_path_factory):
+    return untrained_run(tmp_path_factory.mktemp("fresh"), tiny_config())
+
+
+@pytest.fixture(scope="module")
+def trained(fresh_run):
+    return load_run(fresh_run)
 
 
 # ------------------------------------------------------------------------------- progress
@@ -110,6 +116,7 @@ def test_progress_config_validated(key, value):
 # ------------------------------------------------------------------------------- TensorBoard
 
 
+@pytest.mark.slow
 def test_tensorboard_event_files(workdir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -146,6 +153,7 @@ def _png_size(path):
         return im.size
 
 
+@pytest.mark.slow
 def test_figures_written_at_end_of_training(workdir):
     from ferjax import plots
 
@@ -248,7 +256,7 @@ def _iou(a, b):
     return w * h / (aw * ah + bw * bh - w * h)
 
 
-def test_predict_detects_face_and_label_matches_crop(trained, workdir, tmp_path, capsys):
+def test_predict_detects_face_and_label_matches_crop(trained, fresh_run, tmp_path, capsys):
     from ferjax.faces import crop_face
     from ferjax.tools.predict import main
 
@@ -257,7 +265,7 @@ def test_predict_detects_face_and_label_matches_crop(trained, workdir, tmp_path,
     Image.fromarray(rgb).save(tmp_path / "photo.png")
     Image.fromarray(np.full((200, 300), 90, np.uint8)).save(tmp_path / "blank.png")
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
-    args = ["--workdir", str(workdir), "--json", "--annotate", str(tmp_path / "ann")]
+    args = ["--workdir", fresh_run, "--json", "--annotate", str(tmp_path / "ann")]
     files = [str(tmp_path / n) for n in ("photo.png", "blank.png", "broken.jpg")]
     assert main(args + files) == 0
     captured = capsys.readouterr()
@@ -276,7 +284,7 @@ def test_predict_detects_face_and_label_matches_crop(trained, workdir, tmp_path,
         assert im.size == (480, 360)
 
 
-def test_predict_no_detect_and_all_failed(trained, workdir, tmp_path, capsys):
+def test_predict_no_detect_and_all_failed(trained, fresh_run, tmp_path, capsys):
     from ferjax.data.synthetic import render_faces
     from ferjax.tools.predict import main
 
@@ -284,7 +292,7 @@ def test_predict_no_detect_and_all_failed(trained, workdir, tmp_path, capsys):
     Image.fromarray(faces[0]).save(tmp_path / "a.png")
     big = Image.fromarray(faces[1]).resize((96, 96), Image.Resampling.BILINEAR)
     big.save(tmp_path / "b.png")
-    assert main(["--workdir", str(workdir), "--no-detect", str(tmp_path / "a.png"),
+    assert main(["--workdir", fresh_run, "--no-detect", str(tmp_path / "a.png"),
                  str(tmp_path / "b.png")]) == 0  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
     expected = trained.classify(
@@ -294,7 +302,7 @@ def test_predict_no_detect_and_all_failed(trained, workdir, tmp_path, capsys):
         label = trained.class_names[int(probs.argmax())]
         assert f"face 1 box=0,0,{size},{size} {label} {probs.max():.2f}" in line
     (tmp_path / "c.png").write_bytes(b"")
-    assert main(["--workdir", str(workdir), str(tmp_path / "c.png")]) == 1
+    assert main(["--workdir", fresh_run, str(tmp_path / "c.png")]) == 1
 
 
 # ------------------------------------------------------------------------------- export
@@ -316,16 +324,22 @@ def test_export_savedmodel_matches_jax(trained, tmp_path):
 # ------------------------------------------------------------------------------- compare
 
 
-def test_compare_table_and_plot(workdir, tmp_path, capsys):
+def test_compare_table_and_plot(tmp_path, capsys):
+    from ferjax.data.dataset import FER2013_CLASSES
+    from ferjax.metrics import classification_report
     from ferjax.tools.compare import main
 
-    other = json.loads((workdir / "report.json").read_text())
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, 64)
+    report = classification_report(labels, rng.dirichlet(np.ones(7), 64), FER2013_CLASSES, "test")
+    report["loss"] = 1.9
+    other = json.loads(json.dumps(report))
     other["accuracy"] = 0.99
     other["per_class"]["sad"]["recall"] = 0.75
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "report.json").write_text(json.dumps(other))
-    out = tmp_path / "cmp.png"
-    assert main([str(workdir), str(tmp_path / "b"), "--out", str(out)]) == 0
+    for name, r in (("a", report), ("b", other)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(r))
+    assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     text = capsys.readouterr().out
     assert "0.9900*" in text and "0.7500*" in text and "recall sad" in text and "f1 happy" in text
-    assert _png_size(out)[0] >= 800
+    assert _png_size(tmp_path / "a" / "comparison.png")[0] >= 800  # in the first run's workdir
