@@ -307,7 +307,10 @@ class Trainer:
             sync = self.intervals.sync_point(self.step)
             where(self.step, "agreeing on a stop signal (all-gather)")
             stopping = stop.requested(sync) or bool(halt and self.step >= halt)
-            if sync or save or stopping:
+            # A log point right after an epoch end would log a window of a step or two (a
+            # jagged curve): such short windows are folded into the next one.
+            short = 0 < 2 * self.window_steps < self.intervals.log_every
+            if (sync and not short) or end or save or stopping:
                 if self._log_window() == "rolled back":
                     return "rolled back"
             if (save or stopping) and not end:
