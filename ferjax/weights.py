@@ -273,7 +273,10 @@ def _open(path: str, model: str) -> _Source:
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(b"\x89HDF"):
-        f = h5py.File(path, "r")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise CheckpointError(f"{path}: not a readable HDF5 file ({e})") from None
         if "layer_names" in f.attrs or "model_weights" in f:
             return _KerasLegacy(path, f)
         if "layers" in f:

@@ -88,7 +88,8 @@ _DEVICE_SCRIPT = textwrap.dedent(
     assert run(halted, sys.argv[1]) is None
     step, state = latest_params(sys.argv[1])
     np.savez(sys.argv[1] + "/step1.npz", *[np.asarray(x) for x in jax.tree.leaves(state["params"])])
-    run(config, sys.argv[1])
+    if jax.device_count() > 1:
+        run(config, sys.argv[1])  # and the sharded run finishes its epoch
     print(json.dumps({{"devices": jax.device_count(), "step": step}}))
     """
 )
@@ -113,15 +114,14 @@ def _run_with_devices(n, workdir):
 
 def test_one_and_eight_devices_compute_the_same_step(tmp_path):
     """1 and 8 devices: the same first step to float32 rounding (loss to 1e-5, parameters to
-    1e-4 of the step's update; README "What the device layout changes"), and both runs finish
-    the epoch. Later steps are not compared: their rounding differences compound."""
+    1e-4 of the step's update; README "What the device layout changes"), and the 8-device run
+    finishes the epoch. Later steps are not compared: their rounding differences compound."""
     losses1, step1 = _run_with_devices(1, str(tmp_path / "one"))
     losses8, step8 = _run_with_devices(8, str(tmp_path / "eight"))
-    assert sorted(losses1) == sorted(losses8) == list(range(1, 9))
+    assert sorted(losses1) == [1] and sorted(losses8) == list(range(1, 9))
     np.testing.assert_allclose(losses1[1], losses8[1], rtol=1e-5)
     assert_same_step(step1, step8, jax.tree.leaves(initial_params()))
-    for workdir in ("one", "eight"):
-        assert (tmp_path / workdir / "report.json").exists()
+    assert (tmp_path / "eight" / "report.json").exists()
 
 
 def test_learns_procedural_faces(tmp_path):
@@ -154,11 +154,11 @@ def test_streaming_placement_equals_device_placement(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_mixed_precision_trains(tmp_path, dtype):
-    """Low-precision activations with float32 parameters: finite losses close to float32's."""
-    run(tiny_config(train__num_epochs=1), str(tmp_path / "f32"))
+def test_mixed_precision_trains(tmp_path, dtype, tiny_run):
+    """Low-precision activations with float32 parameters: finite losses close to float32's
+    (tiny_run: the same run in float32)."""
     run(tiny_config(train__num_epochs=1, train__dtype=dtype), str(tmp_path / dtype))
-    a, b = train_losses(str(tmp_path / "f32")), train_losses(str(tmp_path / dtype))
+    a, b = train_losses(str(tiny_run)), train_losses(str(tmp_path / dtype))
     assert len(b) == 8 and all(np.isfinite(v) for v in b.values())
     assert abs(a[1] - b[1]) < 0.05 * a[1]
     _, state = latest_params(str(tmp_path / dtype))

@@ -473,3 +473,113 @@ def test_keras_resnet50_file_with_pre_2019_layer_names_converts(keras_files, tmp
         assert "res2a_branch2a" in f and "conv2_block1_1_conv" not in f
     for a, b in zip(jax.tree.leaves(expected["params"]), jax.tree.leaves(got["params"])):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------- ResNet-18
+
+
+def _torchvision_resnet18_state(seed=0, classes=10) -> dict[str, np.ndarray]:
+    """A random state dict with torchvision's resnet18 names and shapes (OIHW kernels)."""
+    rng = np.random.default_rng(seed)
+    state: dict[str, np.ndarray] = {}
+
+    def conv(name, o, i, k):
+        std = np.sqrt(2.0 / (i * k * k))
+        state[f"{name}.weight"] = (rng.normal(size=(o, i, k, k)) * std).astype(np.float32)
+
+    def bn(name, c):
+        state[f"{name}.weight"] = rng.uniform(0.5, 1.0, c).astype(np.float32)
+        state[f"{name}.bias"] = (rng.normal(size=c) * 0.1).astype(np.float32)
+        state[f"{name}.running_mean"] = (rng.normal(size=c) * 0.1).astype(np.float32)
+        state[f"{name}.running_var"] = rng.uniform(0.5, 2.0, c).astype(np.float32)
+        state[f"{name}.num_batches_tracked"] = np.array(3, np.int64)
+
+    conv("conv1", 64, 3, 7)
+    bn("bn1", 64)
+    inp = 64
+    for s in range(4):
+        width = 64 * 2**s
+        for b in range(2):
+            name = f"layer{s + 1}.{b}"
+            conv(f"{name}.conv1", width, inp if b == 0 else width, 3)
+            bn(f"{name}.bn1", width)
+            conv(f"{name}.conv2", width, width, 3)
+            bn(f"{name}.bn2", width)
+            if s > 0 and b == 0:
+                conv(f"{name}.downsample.0", width, inp, 1)
+                bn(f"{name}.downsample.1", width)
+        inp = width
+    state["fc.weight"] = (rng.normal(size=(classes, 512)) * 0.05).astype(np.float32)
+    state["fc.bias"] = (rng.normal(size=classes) * 0.1).astype(np.float32)
+    return state
+
+
+def _torchvision_resnet18_forward(state, x_nchw):
+    """torchvision's resnet18 in eval mode, written with lax in its own layouts (NCHW, OIHW,
+    torch's paddings): a reference independent of ferjax's modules and converter."""
+    from jax import lax
+
+    def conv(x, name, stride, pad):
+        w = jnp.asarray(state[f"{name}.weight"])
+        return lax.conv_general_dilated(
+            x, w, (stride, stride), [(pad, pad)] * 2, dimension_numbers=("NCHW", "OIHW", "NCHW")
+        )
+
+    def bn(x, name):
+        c = lambda k: jnp.asarray(state[f"{name}.{k}"])[None, :, None, None]  # noqa: E731
+        return (x - c("running_mean")) / jnp.sqrt(c("running_var") + 1e-5) * c("weight") + c("bias")
+
+    relu = jax.nn.relu
+    x = relu(bn(conv(jnp.asarray(x_nchw), "conv1", 2, 3), "bn1"))
+    x = lax.reduce_window(
+        x, -jnp.inf, lax.max, (1, 1, 3, 3), (1, 1, 2, 2), [(0, 0), (0, 0), (1, 1), (1, 1)]
+    )
+    for s in range(4):
+        for b in range(2):
+            name = f"layer{s + 1}.{b}"
+            stride = 2 if s > 0 and b == 0 else 1
+            y = relu(bn(conv(x, f"{name}.conv1", stride, 1), f"{name}.bn1"))
+            y = bn(conv(y, f"{name}.conv2", 1, 1), f"{name}.bn2")
+            if f"{name}.downsample.0.weight" in state:
+                x = bn(conv(x, f"{name}.downsample.0", stride, 0), f"{name}.downsample.1")
+            x = relu(y + x)
+    features = x.mean(axis=(2, 3))
+    return np.asarray(features @ jnp.asarray(state["fc.weight"]).T + state["fc.bias"])
+
+
+def test_torchvision_resnet18_converts_and_matches_its_forward(tmp_path):
+    """resnet18 with the ImageNet stem loads torchvision weights without an adapter: the
+    converted file in ferjax's ResNet gives torchvision's logits (with the fc copied into the
+    head); a Keras file is refused in one line."""
+    from safetensors.numpy import save_file
+
+    from ferjax.models.resnet import ResNet
+
+    state = _torchvision_resnet18_state()
+    path = str(tmp_path / "resnet18.safetensors")
+    save_file(state, path)
+    converted = convert.convert(path, "resnet18")
+    assert converted["meta"]["model"] == "resnet18" and "head_out" not in converted["params"]
+    params = dict(converted["params"])
+    params["head_out"] = {"kernel": state["fc.weight"].T, "bias": state["fc.bias"]}
+    net = ResNet(num_classes=10, stage_sizes=(2, 2, 2, 2), stem="imagenet", dropout=0.0)
+    x = _input(2, shape=(2, 64, 64, 3))
+    got = np.asarray(net.apply({"params": params, "batch_stats": converted["batch_stats"]}, x))
+    ref = _torchvision_resnet18_forward(state, x.transpose(0, 3, 1, 2))
+    _report(path, "torchvision reference", got, ref)
+    np.testing.assert_allclose(got, ref, atol=TOL, rtol=0)
+    import h5py
+
+    keras_file = str(tmp_path / "r.h5")  # a Keras weight file (keras.applications has no R18)
+    with h5py.File(keras_file, "w") as f:
+        f.attrs["layer_names"] = [b"conv1_conv"]
+    with pytest.raises(CheckpointError) as e:
+        convert.convert(keras_file, "resnet18")
+    assert str(e.value) == (
+        f"{keras_file}: keras.applications has no resnet18; convert a torchvision or timm "
+        ".safetensors / .pth file"
+    )
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    with pytest.raises(CheckpointError, match="not a readable HDF5 file"):
+        convert.convert(str(broken), "resnet18")
