@@ -81,11 +81,11 @@ def _write_labels(run, folder: str) -> None:
 
 
 def check_images(run, count: int = 16, seed: int = 0) -> np.ndarray:
-    """Procedural faces (uint8[count, H, W, C]) to compare the export with JAX on."""
-    rng = np.random.default_rng(seed)
-    faces = render_faces(np.arange(count) % 7, rng)
+    """Procedural faces (uint8[count, H, W, C], in colour for a colour model) to compare the
+    export with JAX on."""
     h, w = run.info.image_shape
-    if faces.shape[1:3] != (h, w):
+    faces = render_faces(np.arange(count) % 7, np.random.default_rng(seed), h, run.info.channels)
+    if faces.shape[1:3] != (h, w):  # a non-square input: resized
         faces = np.stack([np.asarray(Image.fromarray(f).resize((w, h))) for f in faces])
     return to_channels(faces, run.info.channels)
 
