@@ -1,0 +1,84 @@
+"""WinogradConv: a drop-in for flax.linen.Conv whose 3x3 stride-1 SAME convolutions run through
+ferjax.ops.winograd (fewer multiplies on CPU), with nn.Conv's parameter tree.
+
+Every other convolution (1x1, strided, VALID, too few input channels for the GEMMs to pay) runs
+through lax.conv_general_dilated exactly as nn.Conv would, so a model can use WinogradConv for
+all its layers and checkpoints interchange with nn.Conv / GemmConv models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ferjax.ops.winograd import CHUNK_BYTES, winograd_conv3x3
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def winograd_applies(
+    kernel_size: Sequence[int], strides: Sequence[int], padding: Any, in_features: int, min_in: int
+) -> bool:
+    """True for the layers WinogradConv computes by Winograd: 3x3, stride 1, SAME (or explicit
+    ((1, 1), (1, 1))) padding and at least `min_in` input channels."""
+    same = padding == "SAME" or (
+        not isinstance(padding, str) and tuple(tuple(p) for p in padding) == ((1, 1), (1, 1))
+    )
+    return (
+        tuple(kernel_size) == (3, 3) and tuple(strides) == (1, 1) and same and in_features >= min_in
+    )
+
+
+class WinogradConv(nn.Module):
+    """nn.Conv for NHWC inputs x [B, H, W, Cin] -> [B, Ho, Wo, features]: parameters 'kernel'
+    (HWIO [KH, KW, Cin, features], lecun_normal) and, with use_bias, 'bias' ([features], zeros).
+
+    tile: Winograd output tile (2: F(2x2,3x3), as accurate as a direct convolution; 3 or 4: fewer
+    multiplies, larger rounding errors). weight_grad: winograd | gemm | xla. min_in_features:
+    layers with fewer input channels (e.g. a grayscale stem) use XLA's convolution.
+    gemm_dtype: float32 or bfloat16 (GEMM operands only; accumulation stays float32)."""
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int] = (1, 1)
+    padding: Any = "SAME"
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+    bias_init: Any = nn.initializers.zeros_init()
+    tile: int = 2
+    weight_grad: str = "winograd"
+    min_in_features: int = 8
+    chunk_bytes: int = CHUNK_BYTES
+    gemm_dtype: str = "float32"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+        bias = None
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if winograd_applies(
+            self.kernel_size, self.strides, self.padding, x.shape[-1], self.min_in_features
+        ):
+            y = winograd_conv3x3(
+                x, kernel, self.tile, self.weight_grad, self.chunk_bytes, self.gemm_dtype
+            )
+        else:
+            padding = self.padding
+            if not isinstance(padding, str):
+                padding = tuple(tuple(p) for p in padding)
+            y = lax.conv_general_dilated(
+                x, kernel, tuple(self.strides), padding, dimension_numbers=_DN
+            )
+        if bias is not None:
+            y = y + bias
+        return y
