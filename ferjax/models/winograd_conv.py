@@ -2,8 +2,10 @@
 ferjax.ops.winograd (fewer multiplies on CPU), with nn.Conv's parameter tree.
 
 Every other convolution (1x1, strided, VALID, too few input channels for the GEMMs to pay) runs
-through lax.conv_general_dilated exactly as nn.Conv would, so a model can use WinogradConv for
-all its layers and checkpoints interchange with nn.Conv / GemmConv models.
+through lax.conv_general_dilated exactly as nn.Conv would (others="xla") or, with
+others="gemm", as im2col GEMMs (ferjax.ops.im2col: 1x1 and strided layers, whose XLA gradients
+are slow on CPU; layers with fewer than min_in_features input channels stay on XLA). A model
+can use WinogradConv for all its layers; checkpoints interchange with nn.Conv / GemmConv models.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ferjax.ops.im2col import im2col_conv
 from ferjax.ops.winograd import CHUNK_BYTES, winograd_conv3x3
 
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -38,10 +41,11 @@ class WinogradConv(nn.Module):
     """nn.Conv for NHWC inputs x [B, H, W, Cin] -> [B, Ho, Wo, features]: parameters 'kernel'
     (HWIO [KH, KW, Cin, features], lecun_normal) and, with use_bias, 'bias' ([features], zeros).
 
-    tile: Winograd output tile (2: F(2x2,3x3), as accurate as a direct convolution; 3 or 4: fewer
-    multiplies, larger rounding errors). weight_grad: winograd | gemm | xla. min_in_features:
-    layers with fewer input channels (e.g. a grayscale stem) use XLA's convolution.
-    gemm_dtype: float32 or bfloat16 (GEMM operands only; accumulation stays float32)."""
+    tile: Winograd output tile (0: per layer, the fewest multiplies, ferjax.ops.winograd.auto_tile;
+    2: F(2x2,3x3), as accurate as a direct convolution; 3 or 4: fewer multiplies, larger rounding
+    errors). weight_grad: winograd | gemm | xla. others: xla | gemm (the non-Winograd layers).
+    min_in_features: layers with fewer input channels (e.g. a grayscale stem) use XLA's
+    convolution. gemm_dtype: float32 or bfloat16 (GEMM operands; accumulation stays float32)."""
 
     features: int
     kernel_size: Sequence[int]
@@ -52,8 +56,9 @@ class WinogradConv(nn.Module):
     param_dtype: Any = jnp.float32
     kernel_init: Any = nn.initializers.lecun_normal()
     bias_init: Any = nn.initializers.zeros_init()
-    tile: int = 2
+    tile: int = 0
     weight_grad: str = "winograd"
+    others: str = "xla"
     min_in_features: int = 8
     chunk_bytes: int = CHUNK_BYTES
     gemm_dtype: str = "float32"
@@ -72,6 +77,8 @@ class WinogradConv(nn.Module):
             y = winograd_conv3x3(
                 x, kernel, self.tile, self.weight_grad, self.chunk_bytes, self.gemm_dtype
             )
+        elif self.others == "gemm" and x.shape[-1] >= self.min_in_features:
+            y = im2col_conv(x, kernel, tuple(self.strides), self.padding)
         else:
             padding = self.padding
             if not isinstance(padding, str):

@@ -36,7 +36,9 @@ import numpy as np
 from jax import lax
 
 # Target bytes of one chunk's transformed input V [(m+2)^2, tiles, Cin] (L2/L3-sized).
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 8 << 20
+# Fewest GEMM rows (tiles) per chunk.
+MIN_TILES = 512
 TILES = (2, 3, 4)
 WEIGHT_GRADS = ("winograd", "gemm", "xla")
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -166,13 +168,16 @@ def input_transform(xp: jax.Array, t: Transform, nh: int, nw: int) -> jax.Array:
 
 
 def output_transform(mm: jax.Array, t: Transform, b: int, nh: int, nw: int) -> jax.Array:
-    """GEMM results M [a*a, B*nh*nw, C] -> Y [B, m*nh, m*nw, C]."""
+    """GEMM results M [a*a, B*nh*nw, C] -> Y [B, m*nh, m*nw, C].
+
+    One small GEMM with kron(A^T, A^T) [m*m, a*a] (multi-threaded, reads M once) and a
+    transpose into NHWC: faster than separable passes, which XLA fuses into one loop that
+    re-reads M for every output position."""
     a, m = t.bt.shape[0], t.m
     c = mm.shape[-1]
-    mm = mm.reshape(a, a, b, nh, nw, c)
-    rows = list(jnp.stack(_combine(t.at, [mm[i] for i in range(a)])))
-    y = jnp.stack([jnp.stack(_combine(t.at, [r[j] for j in range(a)])) for r in rows])
-    # y [m (row in tile), m (column in tile), B, nh, nw, C] -> [B, nh, m, nw, m, C]
+    kron = jnp.asarray(np.kron(t.at, t.at), mm.dtype)
+    y = lax.dot_general(kron, mm.reshape(a * a, -1), (((1,), (0,)), ((), ())))
+    y = y.reshape(m, m, b, nh, nw, c)
     return y.transpose(2, 3, 0, 4, 1, 5).reshape(b, nh * m, nw * m, c)
 
 
@@ -180,13 +185,9 @@ def output_transform_adjoint(dy: jax.Array, t: Transform, nh: int, nw: int) -> j
     """Adjoint of output_transform: dY [B, m*nh, m*nw, C] -> dM [a*a, B*nh*nw, C]."""
     a, m = t.bt.shape[0], t.m
     b, c = dy.shape[0], dy.shape[-1]
-    tiles = dy.reshape(b, nh, m, nw, m, c)
-    a_mat = t.at.T  # [a, m]
-    rows = _combine(a_mat, [tiles[:, :, p] for p in range(m)])  # a x [B, nh, nw, m, C]
-    dm = []
-    for r in rows:
-        dm += _combine(a_mat, [r[:, :, :, q] for q in range(m)])
-    return jnp.stack(dm).reshape(a * a, -1, c)
+    tiles = dy.reshape(b, nh, m, nw, m, c).transpose(2, 4, 0, 1, 3, 5).reshape(m * m, -1)
+    kron = jnp.asarray(np.kron(t.at, t.at).T, dy.dtype)
+    return lax.dot_general(kron, tiles, (((1,), (0,)), ((), ()))).reshape(a * a, -1, c)
 
 
 def kernel_transform(w: jax.Array, t: Transform) -> jax.Array:
@@ -208,17 +209,26 @@ def kernel_transform_adjoint(du: jax.Array, t: Transform) -> jax.Array:
 # ----------------------------------------------------------------------------- convolution
 
 
-def _chunk_images(batch: int, bytes_per_image: int, chunk_bytes: int) -> int:
-    """Largest divisor of `batch` whose chunk has at most max(chunk_bytes, bytes_per_image)."""
-    want = max(1, chunk_bytes // max(bytes_per_image, 1))
+def auto_tile(h: int, w: int) -> int:
+    """The tile with the fewest GEMM multiplies for an h x w output: (m+2)^2 per m x m tile,
+    counting the padded tiles at the border (48, 24, 12 -> 4; 6 -> 3); ties go to the smaller,
+    more accurate tile."""
+    return min(TILES, key=lambda m: ((m + 2) ** 2 * _grid(h, w, m)[0] * _grid(h, w, m)[1], m))
+
+
+def _chunk_images(batch: int, tiles_per_image: int, bytes_per_image: int, chunk_bytes: int) -> int:
+    """Images per chunk: the largest divisor of `batch` within chunk_bytes of V, but at least
+    MIN_TILES GEMM rows (with many channels the GEMMs, not the transforms, dominate, and short
+    GEMMs re-read the large U [a*a, Cin, Cout] for every chunk)."""
+    want = max(1, chunk_bytes // max(bytes_per_image, 1), -(-MIN_TILES // tiles_per_image))
     return max(d for d in range(1, min(batch, want) + 1) if batch % d == 0)
 
 
-def _pad_for_tiles(x: jax.Array, m: int) -> tuple[jax.Array, int, int]:
+def _pad_for_tiles(x: jax.Array, m: int) -> jax.Array:
+    """x [B, H, W, C] -> [B, m*nh + 2, m*nw + 2, C]: SAME padding plus the border tiles."""
     h, w = x.shape[1:3]
     nh, nw = _grid(h, w, m)
-    pads = ((0, 0), (1, m * nh + 1 - h), (1, m * nw + 1 - w), (0, 0))
-    return jnp.pad(x, pads), nh, nw
+    return jnp.pad(x, ((0, 0), (1, m * nh + 1 - h), (1, m * nw + 1 - w), (0, 0)))
 
 
 def _gemm(v: jax.Array, u: jax.Array, dtype: str) -> jax.Array:
@@ -228,58 +238,90 @@ def _gemm(v: jax.Array, u: jax.Array, dtype: str) -> jax.Array:
     return lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32)
 
 
+def _conv_chunk(xc: jax.Array, u: jax.Array, t: Transform, dtype: str) -> jax.Array:
+    """Winograd convolution of one chunk xc [b, H, W, Cin] with U [a*a, Cin, Cout]."""
+    b, h, w = xc.shape[:3]
+    nh, nw = _grid(h, w, t.m)
+    v = input_transform(_pad_for_tiles(xc, t.m), t, nh, nw)
+    y = output_transform(_gemm(v, u, dtype), t, b, nh, nw)
+    return y[:, :h, :w]
+
+
+def _chunking(x: jax.Array, channels: int, plan: Plan) -> int:
+    b, h, w = x.shape[:3]
+    nh, nw = _grid(h, w, plan.tile)
+    a = plan.tile + 2
+    return _chunk_images(b, nh * nw, a * a * nh * nw * channels * 4, plan.chunk_bytes)
+
+
 def _forward(x: jax.Array, w: jax.Array, plan: Plan) -> jax.Array:
     t = TRANSFORMS[plan.tile]
-    a, m = t.m + 2, t.m
     b, h, wd, cin = x.shape
-    nh, nw = _grid(h, wd, m)
     u = kernel_transform(w.astype(jnp.float32), t)
-
-    def chunk_fn(xc: jax.Array) -> jax.Array:
-        xp, _, _ = _pad_for_tiles(xc, m)
-        v = input_transform(xp, t, nh, nw)
-        mm = _gemm(v, u, plan.gemm_dtype)
-        y = output_transform(mm, t, xc.shape[0], nh, nw)
-        return y[:, :h, :wd].astype(x.dtype)
-
-    chunk = _chunk_images(b, a * a * nh * nw * cin * 4, plan.chunk_bytes)
+    chunk = _chunking(x, cin, plan)
     if chunk == b:
-        return chunk_fn(x)
-    y = lax.map(chunk_fn, x.reshape(b // chunk, chunk, h, wd, cin))
+        return _conv_chunk(x, u, t, plan.gemm_dtype).astype(x.dtype)
+    xs = x.reshape(b // chunk, chunk, h, wd, cin)
+    y = lax.map(lambda xc: _conv_chunk(xc, u, t, plan.gemm_dtype).astype(x.dtype), xs)
     return y.reshape(b, h, wd, -1)
+
+
+def _weight_grad_chunk(xc: jax.Array, dyc: jax.Array, t: Transform, dtype: str) -> jax.Array:
+    """dU [a*a, Cin, Cout] = V^T dM of one chunk (float32)."""
+    b, h, w = xc.shape[:3]
+    nh, nw = _grid(h, w, t.m)
+    v = input_transform(_pad_for_tiles(xc, t.m), t, nh, nw)
+    dyp = jnp.pad(dyc, ((0, 0), (0, t.m * nh - h), (0, t.m * nw - w), (0, 0)))
+    dm = output_transform_adjoint(dyp, t, nh, nw)
+    if dtype != "float32":
+        v, dm = v.astype(dtype), dm.astype(dtype)
+    return lax.dot_general(v, dm, (((1,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32)
+
+
+def _backward(x: jax.Array, w: jax.Array, dy: jax.Array, plan: Plan):
+    """(dx, dW) in one pass over batch chunks: each chunk of dy is read once for the input
+    gradient (a Winograd convolution with the flipped kernel) and for the weight gradient
+    (Winograd-domain GEMMs, accumulated in float32)."""
+    t = TRANSFORMS[plan.tile]
+    a = t.m + 2
+    b, h, wd, cin = x.shape
+    cout = dy.shape[-1]
+    u_flip = kernel_transform(_flip_kernel(w).astype(jnp.float32), t)
+
+    def body(acc, operands):
+        xc, dyc = operands
+        dxc = _conv_chunk(dyc, u_flip, t, plan.gemm_dtype).astype(x.dtype)
+        return acc + _weight_grad_chunk(xc, dyc, t, plan.gemm_dtype), dxc
+
+    acc = jnp.zeros((a * a, cin, cout), jnp.float32)
+    chunk = _chunking(x, max(cin, cout), plan)
+    if chunk == b:
+        du, dx = body(acc, (x, dy))
+    else:
+        xs = x.reshape(b // chunk, chunk, h, wd, cin)
+        dys = dy.reshape(b // chunk, chunk, h, wd, cout)
+        du, dx = lax.scan(body, acc, (xs, dys))
+        dx = dx.reshape(x.shape)
+    return dx, kernel_transform_adjoint(du, t)
 
 
 def weight_grad_winograd(x: jax.Array, dy: jax.Array, plan: Plan) -> jax.Array:
     """dW float32 [3, 3, Cin, Cout] of the stride-1 SAME 3x3 convolution, as Winograd-domain
     GEMMs dU[k] = V[k]^T dM[k] summed over batch chunks; x [B, H, W, Cin], dy [B, H, W, Cout]."""
     t = TRANSFORMS[plan.tile]
-    a, m = t.m + 2, t.m
+    a = t.m + 2
     b, h, wd, cin = x.shape
     cout = dy.shape[-1]
-    nh, nw = _grid(h, wd, m)
-
-    def body(acc: jax.Array, operands) -> tuple[jax.Array, None]:
-        xc, dyc = operands
-        xp, _, _ = _pad_for_tiles(xc, m)
-        v = input_transform(xp, t, nh, nw)
-        dyp = jnp.pad(dyc, ((0, 0), (0, m * nh - h), (0, m * nw - wd), (0, 0)))
-        dm = output_transform_adjoint(dyp, t, nh, nw)
-        if plan.gemm_dtype != "float32":
-            v, dm = v.astype(plan.gemm_dtype), dm.astype(plan.gemm_dtype)
-        acc = acc + lax.dot_general(
-            v, dm, (((1,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32
-        )
-        return acc, None
-
-    chunk = _chunk_images(b, a * a * nh * nw * max(cin, cout) * 4, plan.chunk_bytes)
     acc = jnp.zeros((a * a, cin, cout), jnp.float32)
+    chunk = _chunking(x, max(cin, cout), plan)
     if chunk == b:
-        acc, _ = body(acc, (x, dy))
+        du = acc + _weight_grad_chunk(x, dy, t, plan.gemm_dtype)
     else:
-        xs = x.reshape(b // chunk, chunk, *x.shape[1:])
-        dys = dy.reshape(b // chunk, chunk, *dy.shape[1:])
-        acc, _ = lax.scan(body, acc, (xs, dys))
-    return kernel_transform_adjoint(acc, t)
+        xs = x.reshape(b // chunk, chunk, h, wd, cin)
+        dys = dy.reshape(b // chunk, chunk, h, wd, cout)
+        body = lambda acc, o: (acc + _weight_grad_chunk(*o, t, plan.gemm_dtype), None)
+        du, _ = lax.scan(body, acc, (xs, dys))
+    return kernel_transform_adjoint(du, t)
 
 
 def _flip_kernel(w: jax.Array) -> jax.Array:
@@ -305,10 +347,11 @@ def _winograd_conv_bwd(plan, res, dy):
     from ferjax.ops.conv import weight_grad
 
     x, w = res
-    dx = _forward(dy, _flip_kernel(w), plan).astype(x.dtype)
     if plan.weight_grad == "winograd":
-        dw = weight_grad_winograd(x, dy, plan)
-    elif plan.weight_grad == "gemm":
+        dx, dw = _backward(x, w, dy, plan)
+        return dx, dw.astype(w.dtype)
+    dx = _forward(dy, _flip_kernel(w), plan).astype(x.dtype)
+    if plan.weight_grad == "gemm":
         dw = weight_grad(x, dy, (3, 3), (1, 1), ((1, 1), (1, 1)))
     else:
         dw = jax.vjp(lambda w_: _xla_conv(x, w_), w)[1](dy)[0]
@@ -327,7 +370,8 @@ def winograd_conv3x3(
     gemm_dtype: str = "float32",
 ) -> jax.Array:
     """SAME, stride-1 convolution of x [B, H, W, Cin] with a 3x3 HWIO kernel w [3, 3, Cin, Cout]
-    -> [B, H, W, Cout] in x's dtype, by Winograd F(tile x tile, 3 x 3) (tile 2, 3 or 4).
+    -> [B, H, W, Cout] in x's dtype, by Winograd F(tile x tile, 3 x 3) (tile 2, 3 or 4; 0: the
+    tile with the fewest multiplies for this size, auto_tile).
 
     Value and gradients equal lax.conv_general_dilated's up to float32 rounding (see the module
     docstring for F(4x4)'s larger error). weight_grad: winograd | gemm | xla (how dW is
@@ -335,8 +379,10 @@ def winograd_conv3x3(
     float32 accumulation (an option for CPUs with AVX-512 BF16; less accurate)."""
     if w.shape[:2] != (3, 3) or x.ndim != 4 or w.shape[2] != x.shape[-1]:
         raise ValueError(f"winograd_conv3x3: x {x.shape}, w {w.shape}: need NHWC and 3x3 HWIO")
+    if tile == 0:
+        tile = auto_tile(*x.shape[1:3])
     if tile not in TILES:
-        raise ValueError(f"winograd_conv3x3: tile {tile}, expected one of {TILES}")
+        raise ValueError(f"winograd_conv3x3: tile {tile}, expected 0 (auto) or one of {TILES}")
     if weight_grad not in WEIGHT_GRADS:
         raise ValueError(f"winograd_conv3x3: weight_grad {weight_grad!r}, one of {WEIGHT_GRADS}")
     return _winograd_conv(x, w, Plan(tile, weight_grad, int(chunk_bytes), str(gemm_dtype)))
