@@ -23,7 +23,8 @@ DN = ("NHWC", "HWIO", "NHWC")
         (40, 12, 12, 16, 8, 3, 2, "SAME"),  # several batch chunks
     ],
 )
-def test_matches_xla(batch, h, w, cin, cout, k, s, padding, monkeypatch):
+@pytest.mark.parametrize("op", ["im2col_conv", "strided_conv"])
+def test_matches_xla(batch, h, w, cin, cout, k, s, padding, op, monkeypatch):
     monkeypatch.setattr(im2col, "CHUNK_BYTES", 64 << 10)
     rng = np.random.default_rng(batch + h + k)
     x = jnp.asarray(rng.standard_normal((batch, h, w, cin)), jnp.float32)
@@ -39,7 +40,8 @@ def test_matches_xla(batch, h, w, cin, cout, k, s, padding, monkeypatch):
             lambda a, b: lax.conv_general_dilated(a, b, (s, s), padding, dimension_numbers=DN)
         )
     )()
-    got = jax.jit(lambda: value_and_grads(lambda a, b: im2col.im2col_conv(a, b, (s, s), padding)))()
+    conv = getattr(im2col, op)
+    got = jax.jit(lambda: value_and_grads(lambda a, b: conv(a, b, (s, s), padding)))()
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
         assert a.shape == b.shape
         np.testing.assert_allclose(a / np.abs(b).max(), b / np.abs(b).max(), atol=2e-6)

@@ -3,8 +3,9 @@ ferjax.ops.winograd (fewer multiplies on CPU), with nn.Conv's parameter tree.
 
 Every other convolution (1x1, strided, VALID, too few input channels for the GEMMs to pay) runs
 through lax.conv_general_dilated exactly as nn.Conv would (others="xla") or, with
-others="gemm", as im2col GEMMs (ferjax.ops.im2col: 1x1 and strided layers, whose XLA gradients
-are slow on CPU; layers with fewer than min_in_features input channels stay on XLA). A model
+others="gemm", through ferjax.ops.im2col.strided_conv (1x1 layers as one GEMM; strided 3x3
+layers with a GEMM input gradient: XLA's gradients of both are slow on CPU; layers with fewer
+than min_in_features input channels stay on XLA). A model
 can use WinogradConv for all its layers; checkpoints interchange with nn.Conv / GemmConv models.
 """
 
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ferjax.ops.im2col import im2col_conv
+from ferjax.ops.im2col import strided_conv
 from ferjax.ops.winograd import CHUNK_BYTES, winograd_conv3x3
 
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -35,6 +36,32 @@ def winograd_applies(
     return (
         tuple(kernel_size) == (3, 3) and tuple(strides) == (1, 1) and same and in_features >= min_in
     )
+
+
+def cpu_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: Sequence[int] = (1, 1),
+    padding: Any = "SAME",
+    tile: int = 0,
+    weight_grad: str = "winograd",
+    others: str = "xla",
+    min_in_features: int = 8,
+    chunk_bytes: int = CHUNK_BYTES,
+    gemm_dtype: str = "float32",
+) -> jax.Array:
+    """WinogradConv's convolution of x [B, H, W, Cin] with kernel [KH, KW, Cin, Cout] (HWIO):
+    Winograd where winograd_applies, else ferjax.ops.im2col.strided_conv (others="gemm", >=
+    min_in_features input channels: 1x1 layers as one GEMM, others with a GEMM input gradient)
+    or XLA."""
+    cin = x.shape[-1]
+    if winograd_applies(kernel.shape[:2], strides, padding, cin, min_in_features):
+        return winograd_conv3x3(x, kernel, tile, weight_grad, chunk_bytes, gemm_dtype)
+    if others == "gemm" and cin >= min_in_features:
+        return strided_conv(x, kernel, tuple(strides), padding)
+    if not isinstance(padding, str):
+        padding = tuple(tuple(p) for p in padding)
+    return lax.conv_general_dilated(x, kernel, tuple(strides), padding, dimension_numbers=_DN)
 
 
 class WinogradConv(nn.Module):
@@ -71,21 +98,18 @@ class WinogradConv(nn.Module):
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        if winograd_applies(
-            self.kernel_size, self.strides, self.padding, x.shape[-1], self.min_in_features
-        ):
-            y = winograd_conv3x3(
-                x, kernel, self.tile, self.weight_grad, self.chunk_bytes, self.gemm_dtype
-            )
-        elif self.others == "gemm" and x.shape[-1] >= self.min_in_features:
-            y = im2col_conv(x, kernel, tuple(self.strides), self.padding)
-        else:
-            padding = self.padding
-            if not isinstance(padding, str):
-                padding = tuple(tuple(p) for p in padding)
-            y = lax.conv_general_dilated(
-                x, kernel, tuple(self.strides), padding, dimension_numbers=_DN
-            )
+        y = cpu_conv(
+            x,
+            kernel,
+            self.strides,
+            self.padding,
+            tile=self.tile,
+            weight_grad=self.weight_grad,
+            others=self.others,
+            min_in_features=self.min_in_features,
+            chunk_bytes=self.chunk_bytes,
+            gemm_dtype=self.gemm_dtype,
+        )
         if bias is not None:
             y = y + bias
         return y
