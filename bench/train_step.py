@@ -275,6 +275,7 @@ def main(argv=None) -> dict:
                 "images_per_s": batch / med,
                 "mfu": flops / med / (peak["peak"] * 1e9) if flops else None,
                 "quiet": rec["quiet"],
+                "samples": rec["samples"],
             }
             if "compile_s" in rec["median"]:
                 row["runs"][k]["compile_s"] = rec["median"]["compile_s"]
