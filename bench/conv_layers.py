@@ -142,7 +142,7 @@ def parse_impl(impl: str) -> dict:
     if impl == "best":
         return {"tile": 0, "others": "gemm"}
     parts = impl.split("-")
-    spec = {"tile": int(parts[0][4:]), "weight_grad": "winograd", "gemm_dtype": "float32"}
+    spec = {"tile": int(parts[0][4:]), "others": "xla"}
     for p in parts[1:]:
         if p == "bf16":
             spec["gemm_dtype"] = "bfloat16"

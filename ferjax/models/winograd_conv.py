@@ -45,7 +45,7 @@ def cpu_conv(
     padding: Any = "SAME",
     tile: int = 0,
     weight_grad: str = "winograd",
-    others: str = "xla",
+    others: str = "gemm",
     min_in_features: int = 8,
     chunk_bytes: int = CHUNK_BYTES,
     gemm_dtype: str = "float32",
@@ -85,7 +85,7 @@ class WinogradConv(nn.Module):
     bias_init: Any = nn.initializers.zeros_init()
     tile: int = 0
     weight_grad: str = "winograd"
-    others: str = "xla"
+    others: str = "gemm"
     min_in_features: int = 8
     chunk_bytes: int = CHUNK_BYTES
     gemm_dtype: str = "float32"
