@@ -1,13 +1,20 @@
 """Per-layer cost of a 3x3 SAME conv (forward, input gradient, weight gradient through XLA and
-through ferjax.ops) and of 2x2 max-pool gradients, interleaved in one run.
+through ferjax.ops) and of 2x2 max-pool gradients.
 
-python -m bench.conv_grad [--reps 5]   -> table + bench/results/conv_grad-<UTC time>.json
+python -m bench.conv_grad [--reps 5] [--repeats 3]   -> table + bench/results/conv_grad-<time>.json
+
+Each layer (and the pool) is measured in fresh processes, `--repeats` of them, interleaved with
+the other layers' and each started after a quiet-machine wait (bench/quiet.py); a process
+reports the median of `--reps` calls per function, the table the median over processes.
+bench/conv_layers.py is the fuller account (all layers of the three models, PyTorch included).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
+import os
 import statistics
 import sys
 import time
@@ -23,7 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
-from bench import results_io  # noqa: E402
+from bench import quiet, results_io  # noqa: E402
 from ferjax.ops import max_pool_2x2  # noqa: E402
 from ferjax.ops.conv import weight_grad  # noqa: E402
 
@@ -74,27 +81,47 @@ def measure(fns: dict, args, reps: int) -> dict[str, float]:
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
+def run_child(which: str, reps: int) -> dict[str, float]:
+    """One measurement in this process: a layer index into LAYERS or "pool"."""
+    fns, fargs = pool_fns() if which == "pool" else layer_fns(*LAYERS[int(which)])
+    return measure(fns, fargs, reps)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=5, help="timed calls per process")
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per layer")
+    parser.add_argument("--max-other-cores", type=float, default=0.15)
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(run_child(args.child, args.reps)))
+        return {}
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     results = {"time": now, "jax": jax.__version__, "median_ms": {}}
+    me = [sys.executable, "-m", "bench.conv_grad", "--reps", str(args.reps), "--child"]
+    runners = {str(shape): [*me, str(i)] for i, shape in enumerate(LAYERS)}
+    runners["pool 128x48x48x32 grad"] = [*me, "pool"]
+    env = dict(
+        os.environ, GLIBC_TUNABLES=os.environ.get("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    )
+    run = quiet.interleave(runners, args.repeats, max_other_cores=args.max_other_cores, env=env)
+    results["quiet"] = quiet.quiet_summary(run)
+    results["samples"] = {k: r["samples"] for k, r in run["runners"].items()}
     print(
         f"{'layer (B,H,Cin,Cout)':24s} {'fwd':>8s} {'dx':>8s} {'dW xla':>8s} {'dW fast':>8s}  gain"
     )
     for shape in LAYERS:
-        fns, fargs = layer_fns(*shape)
-        ms = measure(fns, fargs, args.reps)
+        ms = run["runners"][str(shape)]["median"]
         results["median_ms"][str(shape)] = ms
         gain = ms["dW_xla"] / ms["dW_fast"]
         cols = " ".join(f"{ms[k]:8.1f}" for k in ("fwd", "dx", "dW_xla", "dW_fast"))
         print(f"{str(shape):24s} {cols}  {gain:.1f}x")
-    fns, fargs = pool_fns()
-    ms = measure(fns, fargs, args.reps)
+    ms = run["runners"]["pool 128x48x48x32 grad"]["median"]
     results["median_ms"]["pool 128x48x48x32 grad"] = ms
     print("max-pool grad 128x48x48x32: " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()))
+    print(f"quiet: {json.dumps(results['quiet'])}")
     results_io.save(results, args.out, "conv_grad", now)
     return results
 

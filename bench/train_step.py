@@ -5,18 +5,25 @@ python -m bench.train_step [--models demo_cnn,cnn,resnet18] [--steps 5] [--peers
 python -m bench.train_step --dtype bfloat16 --batch 512 --models cnn,resnet18   # on a GPU
 
 Each model runs ferjax's real jitted train step (gather, augmentation, forward/backward, SGD with
-momentum and weight decay) on generated 48x48x1 data after warm-up; steps of all runners are
-interleaved so that all see the same machine load, and the median step time is reported.
-The process runs with ferjax's CPU tuning (ferjax/platform.py), peers included.
+momentum and weight decay) on generated 48x48x1 data after warm-up. Every runner (a ferjax
+conv_impl, a peer, the matmul-peak probe) runs in fresh processes, `--repeats` times, in the
+order A, B, ..., A, B, ..., each after a quiet-machine wait (bench/quiet.py); a process times
+`--steps` steps and reports their median, and the table shows the median over processes.
+The processes run with ferjax's CPU tuning (ferjax/platform.py, huge-page malloc), peers included.
 MFU = model FLOPs (XLA's cost analysis of the xla-impl step) / step time / practical peak, where
 the peak is the best of a large float32 matmul through XLA and through numpy, measured in the
 same run. Writes bench/results/train_step-<UTC time>.json.
+
+Besides model.conv_impl values (auto, xla, fast, gemm, winograd), --impls takes
+wino<tile>[-<weight_grad>] (e.g. wino2, wino4): the step with every convolution built as
+ferjax.models.winograd_conv.WinogradConv with those settings (as in bench.conv_layers).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import runpy
@@ -34,7 +41,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench import results_io  # noqa: E402
+from bench import quiet, results_io  # noqa: E402
 from bench.program import ferjax_program  # noqa: E402
 from ferjax import parallel  # noqa: E402
 from ferjax import platform as ferjax_platform  # noqa: E402
@@ -50,10 +57,39 @@ MODELS = {
 }
 
 
+def use_winograd_convs(impl: str) -> None:
+    """Makes ferjax.models build every convolution as WinogradConv (impl wino<tile>[-<dW>] or
+    best, as in bench.conv_layers), with ferjax.ops' max-pool; a bench-only switch for this
+    process (the models take their convolutions from ferjax.models.layers.conv)."""
+    from bench.conv_layers import parse_impl
+    from ferjax.models import layers
+    from ferjax.models.winograd_conv import WinogradConv
+
+    spec = parse_impl(impl)
+
+    def conv(impl_, features, kernel, strides=1, use_bias=False, dtype=None, name=None):
+        return WinogradConv(
+            features,
+            (kernel, kernel),
+            (strides, strides),
+            use_bias=use_bias,
+            dtype=dtype,
+            name=name,
+            **spec,
+        )
+
+    layers.conv = conv
+
+
 def model_config(name: str, impl: str, dtype: str = "float32", batch: int = 0):
     config_file, default_batch = MODELS[name]
     config = runpy.run_path(str(ROOT / "configs" / config_file))["get_config"]()
     config.model.name = "resnet18" if name == "resnet18" else "cnn"
+    if impl == "best":  # the trainer's own Winograd layers (conv_impl=auto on one CPU device)
+        impl = "winograd"
+    elif impl.startswith("wino") and impl != "winograd":
+        use_winograd_convs(impl)
+        impl = "fast"
     config.model.conv_impl = impl
     config.train.batch_size = batch or default_batch
     config.train.dtype = dtype
@@ -115,43 +151,69 @@ class FerjaxStep:
         return time.perf_counter() - t
 
 
-def time_interleaved(
-    runners: dict, steps: int, warmup: int, pause: float = 1.0
-) -> dict[str, list[float]]:
-    """Warm-up, then `steps` rounds of one step per runner in turn; returns seconds per step.
-    `pause` seconds of sleep before each timed step let the previous runner's worker threads
-    (OpenMP, Eigen and TensorFlow pools spin for a while after their work) go idle."""
-    for r in runners.values():
-        for _ in range(warmup):
-            r.step()
-    times = {k: [] for k in runners}
-    for _ in range(steps):
-        for k, r in runners.items():
-            time.sleep(pause)
-            times[k].append(r.step())
-    return times
+def run_child(spec: str, args) -> dict:
+    """One runner in this (fresh) process: "peak", "<model>:<impl>" or "<model>:<peer>".
+    Compiles, warms up and times args.steps steps; returns the measurement."""
+    if spec == "peak":
+        return practical_peak(dtype=args.dtype)
+    name, impl = spec.split(":")
+    peers = [p for p in args.peers.split(",") if p]
+    if impl in peers:
+        from bench import peers as peer_impls
+
+        batch = args.batch or MODELS[name][1]
+        runner = peer_impls.make(impl, name, batch)
+        compile_s = None
+    else:
+        runner = FerjaxStep(name, impl, parallel.make_mesh(), args.dtype, args.batch)
+        compile_s = runner.compile()
+    for _ in range(args.warmup):
+        runner.step()
+    times = []
+    for _ in range(args.steps):
+        time.sleep(args.pause)
+        times.append(runner.step())
+    out = {"median_step_s": statistics.median(times), "step_s": times, "batch": runner.batch}
+    if isinstance(runner, FerjaxStep):
+        out["flops"] = runner.flops
+        out["compile_s"] = compile_s
+        out["median_dispatch_s"] = statistics.median(runner.dispatch_s[-args.steps :])
+    return out
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="demo_cnn,cnn,resnet18")
     parser.add_argument(
-        "--impls", default="auto,xla", help="model.conv_impl values (auto = ferjax's default)"
+        "--impls",
+        default="auto,xla",
+        help="model.conv_impl values (auto = ferjax's default), wino<tile>[-<weight_grad>], best",
     )
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per process")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per runner")
     parser.add_argument(
         "--dtype", default="float32", help="train.dtype of ferjax's step (GPU: bfloat16)"
     )
     parser.add_argument("--batch", type=int, default=0, help="batch size (0 = per model)")
-    parser.add_argument("--pause", type=float, default=1.0, help="seconds before each step")
-    parser.add_argument("--peers", default="", help="comma-separated: torch")
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds before each step")
+    parser.add_argument("--peers", default="", help="comma-separated: torch,keras")
+    parser.add_argument("--max-other-cores", type=float, default=0.15)
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(run_child(args.child, args)))
+        return {}
 
-    mesh = parallel.make_mesh()
-    peak = practical_peak(dtype=args.dtype)
-    print(f"practical peak: XLA {peak['xla']:.0f}, numpy {peak['numpy']:.0f} GFLOP/s")
+    impls = args.impls.split(",")
+    peers = [p for p in args.peers.split(",") if p]
+    me = [sys.executable, "-m", "bench.train_step"]
+    for flag in ("steps", "warmup", "dtype", "batch", "pause", "peers"):
+        me += [f"--{flag}", str(getattr(args, flag))]
+    env = dict(os.environ)
+    if ferjax_platform.tuning_enabled():
+        env.setdefault("GLIBC_TUNABLES", ferjax_platform.MALLOC_TUNABLE)
     results = {
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
@@ -161,54 +223,46 @@ def main(argv=None) -> dict:
         "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
         "conv_impl_auto": resolve_conv_impl("auto"),
-        "env": {
-            k: os.environ.get(k) for k in ("XLA_FLAGS", "GLIBC_TUNABLES", ferjax_platform.SWITCH)
-        },
-        "peak_gflops": peak,
+        "env": {k: env.get(k) for k in ("XLA_FLAGS", "GLIBC_TUNABLES", ferjax_platform.SWITCH)},
+        "steps_per_process": args.steps,
+        "repeats": args.repeats,
         "models": {},
     }
-    peers = [p for p in args.peers.split(",") if p]
+    runners = {"peak": [*me, "--child", "peak"]}
     for name in args.models.split(","):
-        runners = {
-            impl: FerjaxStep(name, impl, mesh, args.dtype, args.batch)
-            for impl in args.impls.split(",")
-        }
-        compile_s = {impl: r.compile() for impl, r in runners.items()}
-        for peer in peers:
-            from bench import peers as peer_impls
-
-            runners[peer] = peer_impls.make(peer, name, runners[args.impls.split(",")[0]].batch)
-        times = time_interleaved(runners, args.steps, args.warmup, args.pause)
-        batch = next(iter(runners.values())).batch
+        for k in impls + peers:
+            runners[f"{name}:{k}"] = [*me, "--child", f"{name}:{k}"]
+    run = quiet.interleave(runners, args.repeats, max_other_cores=args.max_other_cores, env=env)
+    results["quiet"] = quiet.quiet_summary(run)
+    peak = {k: max(s[k] for s in run["runners"]["peak"]["samples"]) for k in ("xla", "numpy")}
+    peak["peak"] = max(peak.values())
+    results["peak_gflops"] = peak
+    print(f"practical peak: XLA {peak['xla']:.0f}, numpy {peak['numpy']:.0f} GFLOP/s")
+    for name in args.models.split(","):
+        recs = {k: run["runners"][f"{name}:{k}"] for k in impls + peers}
+        first = "xla" if "xla" in impls else impls[0]
         # XLA's cost analysis counts a scan body once: take FLOPs from the plain-XLA impl.
-        first = "xla" if "xla" in runners else args.impls.split(",")[0]
-        flops = runners[first].flops
-        row = {"batch": batch, "flops_per_step": flops, "compile_s": compile_s, "runs": {}}
-        for k, ts in times.items():
-            med = statistics.median(ts)
+        flops = recs[first]["median"].get("flops", 0.0)
+        batch = int(recs[first]["median"]["batch"])
+        row = {"batch": batch, "flops_per_step": flops, "runs": {}}
+        for k, rec in recs.items():
+            med = rec["median"]["median_step_s"]
             row["runs"][k] = {
-                "step_s": ts,
+                "step_s": [s["median_step_s"] for s in rec["samples"]],
                 "median_step_s": med,
+                "min_step_s": rec["min"]["median_step_s"],
+                "max_step_s": rec["max"]["median_step_s"],
                 "images_per_s": batch / med,
                 "mfu": flops / med / (peak["peak"] * 1e9) if flops else None,
+                "quiet": rec["quiet"],
+                "samples": rec["samples"],
             }
-        for k, r in runners.items():
-            if isinstance(r, FerjaxStep):
-                row["runs"][k]["median_dispatch_s"] = statistics.median(r.dispatch_s[-args.steps :])
+            if "compile_s" in rec["median"]:
+                row["runs"][k]["compile_s"] = rec["median"]["compile_s"]
+                row["runs"][k]["median_dispatch_s"] = rec["median"]["median_dispatch_s"]
         results["models"][name] = row
-        print_row(name, row, args.impls.split(","), peers)
-        # The machine's load changes during a run: the peak is the best seen before and after
-        # every model, and MFU is recomputed against it at the end.
-        again = practical_peak(dtype=args.dtype)
-        for key in ("xla", "numpy", "peak"):
-            peak[key] = max(peak[key], again[key])
-    for row in results["models"].values():
-        for run in row["runs"].values():
-            if row["flops_per_step"]:
-                run["mfu"] = row["flops_per_step"] / run["median_step_s"] / (peak["peak"] * 1e9)
-    print(
-        f"\npractical peak over the run: XLA {peak['xla']:.0f}, numpy {peak['numpy']:.0f} GFLOP/s"
-    )
+        print_row(name, row, impls, peers)
+    print(f"\nquiet: {json.dumps(results['quiet'])}")
     print(summary_table(results, peers))
     results_io.save(results, args.out, "train_step")
     return results
@@ -245,13 +299,13 @@ def print_row(name: str, row: dict, impls: list[str], peers: list[str]) -> None:
         if "median_dispatch_s" in r:
             line += f"  (call returns after {1e3 * r['median_dispatch_s']:.1f} ms)"
         print(line)
-    ours = (
-        runs["auto"]
-        if "auto" in runs
-        else max((runs[i] for i in impls if i in runs), key=lambda r: r["images_per_s"])
-    )
     for p in peers:
-        print(f"  ferjax/{p}: {ours['images_per_s'] / runs[p]['images_per_s']:.2f}x")
+        ratios = ", ".join(
+            f"{i} {runs[i]['images_per_s'] / runs[p]['images_per_s']:.2f}x"
+            for i in impls
+            if i in runs
+        )
+        print(f"  vs {p}: {ratios}")
 
 
 if __name__ == "__main__":

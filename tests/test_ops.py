@@ -116,9 +116,10 @@ def test_resolve_conv_impl(monkeypatch):
     from ferjax import platform
 
     monkeypatch.setattr(platform, "xla_cpu_convs_tuned", lambda: True)
-    assert resolve_conv_impl("auto", "cpu") == "fast"
+    assert resolve_conv_impl("auto", "cpu", devices=1) == "winograd"
+    assert resolve_conv_impl("auto", "cpu", devices=8) == "fast"
     monkeypatch.setattr(platform, "xla_cpu_convs_tuned", lambda: False)
-    assert resolve_conv_impl("auto", "cpu") == "gemm"
+    assert resolve_conv_impl("auto", "cpu", devices=1) == "gemm"
     assert resolve_conv_impl("gemm", "gpu") == "gemm"
     assert resolve_conv_impl("auto", "gpu") == "xla"
     assert resolve_conv_impl("auto", "tpu") == "xla"
@@ -158,7 +159,7 @@ def test_param_trees_and_train_step_agree_between_impls(name):
         "weight": jnp.ones(8),
     }
     results = {}
-    for impl in ("xla", "fast", "gemm"):
+    for impl in ("xla", "fast", "gemm", "winograd"):
         program = build(
             _config(name, impl),
             num_classes=k,
@@ -172,7 +173,7 @@ def test_param_trees_and_train_step_agree_between_impls(name):
             state, metrics = program.train_step(state, data, batch)
         results[impl] = (initial, jax.device_get(state), jax.device_get(metrics))
     v_xla, s_xla, m_xla = results["xla"]
-    for impl in ("fast", "gemm"):
+    for impl in ("fast", "gemm", "winograd"):
         v, s, m = results[impl]
         assert jax.tree.structure(v_xla) == jax.tree.structure(v)
         jax.tree.map(np.testing.assert_array_equal, v_xla, v)

@@ -7,7 +7,13 @@ fast: StoredInputConv (flax.linen.Conv reading a stored input) / ferjax.ops.max_
 gemm: GemmConv / ferjax.ops.max_pool_2x2: the convolution's weight gradient as cache-sized
       im2col GEMMs; best on CPU when XLA's convolutions go through YNNPACK (jaxlib 0.10's
       default, i.e. with FERJAX_CPU_TUNING=0), whose weight gradients are ~8x slower.
-auto: on CPU, fast or gemm by ferjax.platform.xla_cpu_convs_tuned(); xla on any other backend.
+winograd: ferjax.models.winograd_conv.WinogradConv / ferjax.ops.max_pool_2x2: stride-1 3x3
+      convolutions by Winograd F(m x m, 3 x 3) (2.25-4x fewer multiplies, as batched GEMMs),
+      strided and 1x1 layers with GEMM input gradients (ferjax.ops.im2col); on one CPU device
+      1.4-1.5x `fast` per train step (bench/README.md). Its batch loop (lax.map over chunks of
+      images) would gather a batch-sharded input, so auto keeps `fast` on several devices.
+auto: on CPU, winograd (one device) or fast (several) when XLA's convolutions are tuned
+      (ferjax.platform.xla_cpu_convs_tuned()), else gemm; xla on any other backend.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from ferjax import platform
+from ferjax.models.winograd_conv import WinogradConv
 from ferjax.ops import conv2d, max_pool_2x2
 from ferjax.registry import Registry
 
@@ -29,15 +36,17 @@ CONV_IMPLS = Registry("model.conv_impl")
 AUTO = "auto"
 
 
-def resolve_conv_impl(impl: str, backend: str | None = None) -> str:
-    """'auto' -> 'fast' or 'gemm' on CPU (see the module docstring), 'xla' on any other backend;
-    the others pass through."""
+def resolve_conv_impl(impl: str, backend: str | None = None, devices: int | None = None) -> str:
+    """'auto' -> 'winograd', 'fast' or 'gemm' on CPU (see the module docstring), 'xla' on any
+    other backend; the others pass through. backend/devices default to JAX's."""
     if impl != AUTO:
         CONV_IMPLS.get(impl)  # rejects an unknown name
         return impl
     if (backend or jax.default_backend()) != "cpu":
         return "xla"
-    return "fast" if platform.xla_cpu_convs_tuned() else "gemm"
+    if not platform.xla_cpu_convs_tuned():
+        return "gemm"
+    return "winograd" if (devices or jax.device_count()) == 1 else "fast"
 
 
 class GemmConv(nn.Module):
@@ -108,6 +117,7 @@ def _flax_max_pool(x: jax.Array) -> jax.Array:
 CONV_IMPLS.register("xla", ConvImpl(nn.Conv, _flax_max_pool))
 CONV_IMPLS.register("fast", ConvImpl(StoredInputConv, max_pool_2x2))
 CONV_IMPLS.register("gemm", ConvImpl(GemmConv, max_pool_2x2))
+CONV_IMPLS.register("winograd", ConvImpl(WinogradConv, max_pool_2x2))
 
 
 def conv(

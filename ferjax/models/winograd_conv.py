@@ -1,0 +1,115 @@
+"""WinogradConv: a drop-in for flax.linen.Conv whose 3x3 stride-1 SAME convolutions run through
+ferjax.ops.winograd (fewer multiplies on CPU), with nn.Conv's parameter tree.
+
+Every other convolution (1x1, strided, VALID, too few input channels for the GEMMs to pay) runs
+through lax.conv_general_dilated exactly as nn.Conv would (others="xla") or, with
+others="gemm", through ferjax.ops.im2col.strided_conv (1x1 layers as one GEMM; strided 3x3
+layers with a GEMM input gradient: XLA's gradients of both are slow on CPU; layers with fewer
+than min_in_features input channels stay on XLA). A model
+can use WinogradConv for all its layers; checkpoints interchange with nn.Conv / GemmConv models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ferjax.ops.im2col import strided_conv
+from ferjax.ops.winograd import CHUNK_BYTES, winograd_conv3x3
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def winograd_applies(
+    kernel_size: Sequence[int], strides: Sequence[int], padding: Any, in_features: int, min_in: int
+) -> bool:
+    """True for the layers WinogradConv computes by Winograd: 3x3, stride 1, SAME (or explicit
+    ((1, 1), (1, 1))) padding and at least `min_in` input channels."""
+    same = padding == "SAME" or (
+        not isinstance(padding, str) and tuple(tuple(p) for p in padding) == ((1, 1), (1, 1))
+    )
+    return (
+        tuple(kernel_size) == (3, 3) and tuple(strides) == (1, 1) and same and in_features >= min_in
+    )
+
+
+def cpu_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: Sequence[int] = (1, 1),
+    padding: Any = "SAME",
+    tile: int = 0,
+    weight_grad: str = "winograd",
+    others: str = "gemm",
+    min_in_features: int = 8,
+    chunk_bytes: int = CHUNK_BYTES,
+    gemm_dtype: str = "float32",
+) -> jax.Array:
+    """WinogradConv's convolution of x [B, H, W, Cin] with kernel [KH, KW, Cin, Cout] (HWIO):
+    Winograd where winograd_applies, else ferjax.ops.im2col.strided_conv (others="gemm", >=
+    min_in_features input channels: 1x1 layers as one GEMM, others with a GEMM input gradient)
+    or XLA."""
+    cin = x.shape[-1]
+    if winograd_applies(kernel.shape[:2], strides, padding, cin, min_in_features):
+        return winograd_conv3x3(x, kernel, tile, weight_grad, chunk_bytes, gemm_dtype)
+    if others == "gemm" and cin >= min_in_features:
+        return strided_conv(x, kernel, tuple(strides), padding)
+    if not isinstance(padding, str):
+        padding = tuple(tuple(p) for p in padding)
+    return lax.conv_general_dilated(x, kernel, tuple(strides), padding, dimension_numbers=_DN)
+
+
+class WinogradConv(nn.Module):
+    """nn.Conv for NHWC inputs x [B, H, W, Cin] -> [B, Ho, Wo, features]: parameters 'kernel'
+    (HWIO [KH, KW, Cin, features], lecun_normal) and, with use_bias, 'bias' ([features], zeros).
+
+    tile: Winograd output tile (0: per layer, the fewest multiplies, ferjax.ops.winograd.auto_tile;
+    2: F(2x2,3x3), as accurate as a direct convolution; 3 or 4: fewer multiplies, larger rounding
+    errors). weight_grad: winograd | gemm | xla. others: xla | gemm (the non-Winograd layers).
+    min_in_features: layers with fewer input channels (e.g. a grayscale stem) use XLA's
+    convolution. gemm_dtype: float32 or bfloat16 (GEMM operands; accumulation stays float32)."""
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int] = (1, 1)
+    padding: Any = "SAME"
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+    bias_init: Any = nn.initializers.zeros_init()
+    tile: int = 0
+    weight_grad: str = "winograd"
+    others: str = "gemm"
+    min_in_features: int = 8
+    chunk_bytes: int = CHUNK_BYTES
+    gemm_dtype: str = "float32"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+        bias = None
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = cpu_conv(
+            x,
+            kernel,
+            self.strides,
+            self.padding,
+            tile=self.tile,
+            weight_grad=self.weight_grad,
+            others=self.others,
+            min_in_features=self.min_in_features,
+            chunk_bytes=self.chunk_bytes,
+            gemm_dtype=self.gemm_dtype,
+        )
+        if bias is not None:
+            y = y + bias
+        return y
