@@ -118,6 +118,8 @@ def test_resolve_conv_impl(monkeypatch):
     monkeypatch.setattr(platform, "xla_cpu_convs_tuned", lambda: True)
     assert resolve_conv_impl("auto", "cpu", devices=1) == "winograd"
     assert resolve_conv_impl("auto", "cpu", devices=8) == "fast"
+    assert resolve_conv_impl("auto", "cpu", devices=1, widest=512) == "winograd"
+    assert resolve_conv_impl("auto", "cpu", devices=1, widest=128) == "fast"  # the demo CNN
     monkeypatch.setattr(platform, "xla_cpu_convs_tuned", lambda: False)
     assert resolve_conv_impl("auto", "cpu", devices=1) == "gemm"
     assert resolve_conv_impl("gemm", "gpu") == "gemm"

@@ -43,22 +43,23 @@ def _resnet(model: ml_collections.ConfigDict, num_classes: int, dtype, stage_siz
         width=model.width,
         dropout=model.dropout,
         dtype=dtype,
-        conv_impl=resolve_conv_impl(model.conv_impl),
+        conv_impl=resolve_conv_impl(model.conv_impl, widest=8 * model.width),
         stem=model.stem,
     )
 
 
 @MODELS.register("cnn")
 def _cnn(model: ml_collections.ConfigDict, num_classes: int, dtype) -> FerCNN:
+    widths = tuple(int(w) for w in str(model.cnn_widths).split(",") if w.strip())
     return FerCNN(
         num_classes=num_classes,
-        stage_widths=tuple(int(w) for w in str(model.cnn_widths).split(",") if w.strip()),
+        stage_widths=widths,
         convs_per_stage=model.cnn_convs_per_stage,
         hidden=model.cnn_hidden,
         dropout=model.dropout,
         conv_dropout=model.conv_dropout,
         dtype=dtype,
-        conv_impl=resolve_conv_impl(model.conv_impl),
+        conv_impl=resolve_conv_impl(model.conv_impl, widest=max(widths, default=0)),
     )
 
 

@@ -12,8 +12,11 @@ winograd: ferjax.models.winograd_conv.WinogradConv / ferjax.ops.max_pool_2x2: st
       strided and 1x1 layers with GEMM input gradients (ferjax.ops.im2col); on one CPU device
       1.4-1.5x `fast` per train step (bench/README.md). Its batch loop (lax.map over chunks of
       images) would gather a batch-sharded input, so auto keeps `fast` on several devices.
-auto: on CPU, winograd (one device) or fast (several) when XLA's convolutions are tuned
-      (ferjax.platform.xla_cpu_convs_tuned()), else gemm; xla on any other backend.
+auto: on CPU when XLA's convolutions are tuned (ferjax.platform.xla_cpu_convs_tuned()):
+      winograd for a model whose widest 3x3 layer has >= WINOGRAD_MIN_WIDTH channels, on one
+      device; otherwise fast. Untuned: gemm. Any other backend: xla. Winograd's programs take
+      2-3x longer to compile (~6 s more for a train step on 2 cores), which a narrow model's
+      steps do not win back: the demo CNN (32/64/128) runs its steps no faster with it.
 """
 
 from __future__ import annotations
@@ -34,11 +37,17 @@ from ferjax.registry import Registry
 # model.conv_impl -> ConvImpl; "auto" picks one per platform (resolve_conv_impl).
 CONV_IMPLS = Registry("model.conv_impl")
 AUTO = "auto"
+# auto picks winograd only for models this wide (measured: cnn 64..512 and ResNet-18 gain
+# 1.4-1.5x per step; the demo CNN 32..128 gains nothing and compiles ~10 s longer).
+WINOGRAD_MIN_WIDTH = 256
 
 
-def resolve_conv_impl(impl: str, backend: str | None = None, devices: int | None = None) -> str:
+def resolve_conv_impl(
+    impl: str, backend: str | None = None, devices: int | None = None, widest: int | None = None
+) -> str:
     """'auto' -> 'winograd', 'fast' or 'gemm' on CPU (see the module docstring), 'xla' on any
-    other backend; the others pass through. backend/devices default to JAX's."""
+    other backend; the others pass through. backend/devices default to JAX's; widest is the
+    model's widest convolution (None: wide enough)."""
     if impl != AUTO:
         CONV_IMPLS.get(impl)  # rejects an unknown name
         return impl
@@ -46,7 +55,9 @@ def resolve_conv_impl(impl: str, backend: str | None = None, devices: int | None
         return "xla"
     if not platform.xla_cpu_convs_tuned():
         return "gemm"
-    return "winograd" if (devices or jax.device_count()) == 1 else "fast"
+    one_device = (devices or jax.device_count()) == 1
+    wide = widest is None or widest >= WINOGRAD_MIN_WIDTH
+    return "winograd" if one_device and wide else "fast"
 
 
 class GemmConv(nn.Module):
