@@ -160,8 +160,11 @@ def test_param_trees_and_train_step_agree_between_impls(name):
         "lam": jnp.zeros(8),
         "weight": jnp.ones(8),
     }
+    # ResNet-18 adds strided and 1x1 layers, which only winograd computes differently (GEMM input
+    # gradients); fast and gemm are the plain CNN's layers with another weight gradient.
+    impls = ("xla", "fast", "gemm", "winograd") if name == "cnn" else ("xla", "winograd")
     results = {}
-    for impl in ("xla", "fast", "gemm", "winograd"):
+    for impl in impls:
         program = build(
             _config(name, impl),
             num_classes=k,
@@ -175,7 +178,7 @@ def test_param_trees_and_train_step_agree_between_impls(name):
             state, metrics = program.train_step(state, data, batch)
         results[impl] = (initial, jax.device_get(state), jax.device_get(metrics))
     v_xla, s_xla, m_xla = results["xla"]
-    for impl in ("fast", "gemm", "winograd"):
+    for impl in impls[1:]:
         v, s, m = results[impl]
         assert jax.tree.structure(v_xla) == jax.tree.structure(v)
         jax.tree.map(np.testing.assert_array_equal, v_xla, v)
