@@ -22,7 +22,7 @@ auto: on CPU when XLA's convolutions are tuned (ferjax.platform.xla_cpu_convs_tu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from ferjax import platform
+from ferjax.models.conv_base import ConvBase
 from ferjax.models.winograd_conv import WinogradConv
 from ferjax.ops import conv2d, max_pool_2x2
 from ferjax.registry import Registry
@@ -60,32 +61,12 @@ def resolve_conv_impl(
     return "winograd" if one_device and wide else "fast"
 
 
-class GemmConv(nn.Module):
+class GemmConv(ConvBase):
     """Drop-in for nn.Conv (NHWC, HWIO 'kernel', optional 'bias', same init and dtype rules)
     whose weight gradient runs through ferjax.ops.conv2d."""
 
-    features: int
-    kernel_size: Sequence[int]
-    strides: Sequence[int] = (1, 1)
-    padding: Any = "SAME"
-    use_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    kernel_init: Any = nn.initializers.lecun_normal()
-    bias_init: Any = nn.initializers.zeros_init()
-
-    @nn.compact
-    def __call__(self, x):
-        kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
-        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
-        bias = None
-        if self.use_bias:
-            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = conv2d(x, kernel, tuple(self.strides), self.padding)
-        if bias is not None:
-            y = y + bias
-        return y
+    def convolve(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+        return conv2d(x, kernel, tuple(self.strides), self.padding)
 
 
 def _stored(x: jax.Array) -> jax.Array:

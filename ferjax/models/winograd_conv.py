@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 from jax import lax
 
+from ferjax.models.conv_base import ConvBase
 from ferjax.ops.im2col import strided_conv
 from ferjax.ops.winograd import CHUNK_BYTES, winograd_conv3x3
 
@@ -64,7 +63,7 @@ def cpu_conv(
     return lax.conv_general_dilated(x, kernel, tuple(strides), padding, dimension_numbers=_DN)
 
 
-class WinogradConv(nn.Module):
+class WinogradConv(ConvBase):
     """nn.Conv for NHWC inputs x [B, H, W, Cin] -> [B, Ho, Wo, features]: parameters 'kernel'
     (HWIO [KH, KW, Cin, features], lecun_normal) and, with use_bias, 'bias' ([features], zeros).
 
@@ -74,15 +73,6 @@ class WinogradConv(nn.Module):
     min_in_features: layers with fewer input channels (e.g. a grayscale stem) use XLA's
     convolution. gemm_dtype: float32 or bfloat16 (GEMM operands; accumulation stays float32)."""
 
-    features: int
-    kernel_size: Sequence[int]
-    strides: Sequence[int] = (1, 1)
-    padding: Any = "SAME"
-    use_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    kernel_init: Any = nn.initializers.lecun_normal()
-    bias_init: Any = nn.initializers.zeros_init()
     tile: int = 0
     weight_grad: str = "winograd"
     others: str = "gemm"
@@ -90,15 +80,8 @@ class WinogradConv(nn.Module):
     chunk_bytes: int = CHUNK_BYTES
     gemm_dtype: str = "float32"
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
-        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
-        bias = None
-        if self.use_bias:
-            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = cpu_conv(
+    def convolve(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+        return cpu_conv(
             x,
             kernel,
             self.strides,
@@ -110,6 +93,3 @@ class WinogradConv(nn.Module):
             chunk_bytes=self.chunk_bytes,
             gemm_dtype=self.gemm_dtype,
         )
-        if bias is not None:
-            y = y + bias
-        return y
