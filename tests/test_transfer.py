@@ -180,71 +180,30 @@ def test_torchvision_safetensors_converts_and_cli_writes_loadable_file(torch_sta
     np.testing.assert_array_equal(p["stem_bn"]["scale"], state["bn1.weight"])
 
 
-def _torch_resnet50(torch):
-    """torchvision's resnet50 layout, written out (torchvision itself is not required)."""
-    nn = torch.nn
-
-    class Bottleneck(nn.Module):
-        def __init__(self, inp, width, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(inp, width, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(width)
-            self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(width)
-            self.conv3 = nn.Conv2d(width, width * 4, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(width * 4)
-            self.relu = nn.ReLU()
-            self.downsample = None
-            if stride != 1 or inp != width * 4:
-                self.downsample = nn.Sequential(
-                    nn.Conv2d(inp, width * 4, 1, stride, bias=False), nn.BatchNorm2d(width * 4)
-                )
-
-        def forward(self, x):
-            y = self.relu(self.bn1(self.conv1(x)))
-            y = self.relu(self.bn2(self.conv2(y)))
-            y = self.bn3(self.conv3(y))
-            return self.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-    class ResNet50Torch(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.bn1 = nn.BatchNorm2d(64)
-            self.relu = nn.ReLU()
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-            inp = 64
-            for s, blocks in enumerate((3, 4, 6, 3)):
-                layer = []
-                for b in range(blocks):
-                    layer.append(Bottleneck(inp, 64 * 2**s, 2 if s > 0 and b == 0 else 1))
-                    inp = 64 * 2**s * 4
-                setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
-            self.fc = nn.Linear(2048, 10)
-
-        def forward(self, x):
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return x.mean(dim=(2, 3))
-
-    return ResNet50Torch()
-
-
-def test_torch_reference_forward_matches_safetensors_and_pth(torch_state, tmp_path):
-    torch = pytest.importorskip("torch")
+def test_torchvision_resnet50_safetensors_matches_an_independent_forward(torch_state):
+    """The converted file in ferjax's ResNet50(style=torch) gives the pooled features of
+    torchvision's resnet50 written with lax in torch's layouts (no torch needed)."""
     state, path = torch_state
-    net = _torch_resnet50(torch)
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-    net.eval()
     x = _input(1)
-    with torch.no_grad():
-        ref = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    got = _features(ResNet50(style="torch"), convert.convert(path, "resnet50"), x)
+    ref = _torchvision_features(state, x.transpose(0, 3, 1, 2), (3, 4, 6, 3), bottleneck=True)
+    _report(path, "torchvision reference", got, ref)
+    np.testing.assert_allclose(got, ref, atol=TOL, rtol=0)
+
+
+def test_pth_state_dict_converts_like_its_safetensors(torch_state, tmp_path):
+    """A `.pth` checkpoint (torch.save of {"state_dict": {"module." + name: tensor}}, as
+    DataParallel training scripts write it) converts to exactly the safetensors result. Reading
+    .pth needs torch, ferjax's optional [torch] extra."""
+    torch = pytest.importorskip("torch", reason="the optional [torch] extra reads .pth files")
+    state, path = torch_state
     pth = str(tmp_path / "resnet50.pth")
-    torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}}, pth)
-    for src in (path, pth):
-        got = _features(ResNet50(style="torch"), convert.convert(src, "resnet50"), x)
-        _report(src, "torch", got, ref)
-        np.testing.assert_allclose(got, ref, atol=TOL, rtol=0, err_msg=src)
+    tensors = {"module." + k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+    torch.save({"state_dict": tensors}, pth)
+    a, b = convert.convert(path, "resnet50"), convert.convert(pth, "resnet50")
+    for part in ("params", "batch_stats"):
+        jax.tree.map(np.testing.assert_array_equal, a[part], b[part])
+    assert b["meta"]["style"] == "torch"
 
 
 def test_mismatched_files_give_one_line_naming_the_tensor(torch_state, tmp_path, capsys):
@@ -514,9 +473,10 @@ def _torchvision_resnet18_state(seed=0, classes=10) -> dict[str, np.ndarray]:
     return state
 
 
-def _torchvision_resnet18_forward(state, x_nchw):
-    """torchvision's resnet18 in eval mode, written with lax in its own layouts (NCHW, OIHW,
-    torch's paddings): a reference independent of ferjax's modules and converter."""
+def _torchvision_features(state, x_nchw, blocks, bottleneck: bool):
+    """torchvision's ResNet (basic or bottleneck blocks) in eval mode up to the pooled features,
+    written with lax in its own layouts (NCHW, OIHW, torch's paddings): a reference independent
+    of ferjax's modules and converter."""
     from jax import lax
 
     def conv(x, name, stride, pad):
@@ -534,17 +494,27 @@ def _torchvision_resnet18_forward(state, x_nchw):
     x = lax.reduce_window(
         x, -jnp.inf, lax.max, (1, 1, 3, 3), (1, 1, 2, 2), [(0, 0), (0, 0), (1, 1), (1, 1)]
     )
-    for s in range(4):
-        for b in range(2):
+    for s, count in enumerate(blocks):
+        for b in range(count):
             name = f"layer{s + 1}.{b}"
             stride = 2 if s > 0 and b == 0 else 1
-            y = relu(bn(conv(x, f"{name}.conv1", stride, 1), f"{name}.bn1"))
-            y = bn(conv(y, f"{name}.conv2", 1, 1), f"{name}.bn2")
+            if bottleneck:  # torchvision strides the 3x3 convolution
+                y = relu(bn(conv(x, f"{name}.conv1", 1, 0), f"{name}.bn1"))
+                y = relu(bn(conv(y, f"{name}.conv2", stride, 1), f"{name}.bn2"))
+                y = bn(conv(y, f"{name}.conv3", 1, 0), f"{name}.bn3")
+            else:
+                y = relu(bn(conv(x, f"{name}.conv1", stride, 1), f"{name}.bn1"))
+                y = bn(conv(y, f"{name}.conv2", 1, 1), f"{name}.bn2")
             if f"{name}.downsample.0.weight" in state:
                 x = bn(conv(x, f"{name}.downsample.0", stride, 0), f"{name}.downsample.1")
             x = relu(y + x)
-    features = x.mean(axis=(2, 3))
-    return np.asarray(features @ jnp.asarray(state["fc.weight"]).T + state["fc.bias"])
+    return np.asarray(x.mean(axis=(2, 3)))
+
+
+def _torchvision_resnet18_forward(state, x_nchw):
+    """torchvision's resnet18 logits (the lax reference above plus its fc)."""
+    features = _torchvision_features(state, x_nchw, (2, 2, 2, 2), bottleneck=False)
+    return features @ state["fc.weight"].T + state["fc.bias"]
 
 
 def test_torchvision_resnet18_converts_and_matches_its_forward(tmp_path):
