@@ -69,16 +69,8 @@ def use_winograd_convs(impl: str) -> None:
 
     spec = parse_impl(impl)
 
-    def conv(impl_, features, kernel, strides=1, use_bias=False, dtype=None, name=None):
-        return WinogradConv(
-            features,
-            (kernel, kernel),
-            (strides, strides),
-            use_bias=use_bias,
-            dtype=dtype,
-            name=name,
-            **spec,
-        )
+    def conv(impl_, features, kernel, strides=1, **kwargs):  # layers.conv's signature
+        return WinogradConv(features, (kernel, kernel), (strides, strides), **kwargs, **spec)
 
     layers.conv = conv
 

@@ -33,6 +33,7 @@ from ferjax import platform
 from ferjax.models.conv_base import ConvBase
 from ferjax.models.winograd_conv import WinogradConv
 from ferjax.ops import conv2d, max_pool_2x2
+from ferjax.ops.im2col import stored
 from ferjax.registry import Registry
 
 # model.conv_impl -> ConvImpl; "auto" picks one per platform (resolve_conv_impl).
@@ -69,13 +70,6 @@ class GemmConv(ConvBase):
         return conv2d(x, kernel, tuple(self.strides), self.padding)
 
 
-def _stored(x: jax.Array) -> jax.Array:
-    """x, behind a conditional that XLA cannot see through (the predicate is a runtime value
-    and both branches return x exactly), so x is materialised once and read as stored."""
-    pred = jnp.isfinite(x.reshape(-1)[0])
-    return jax.lax.cond(pred, lambda v: v, lambda v: v * 1, x)
-
-
 class StoredInputConv(nn.Conv):
     """nn.Conv that reads its input as a stored array (values and gradients are nn.Conv's).
 
@@ -86,11 +80,7 @@ class StoredInputConv(nn.Conv):
     fusion). Measured on the default CNN: train step ~10% faster (bench/README.md)."""
 
     def __call__(self, inputs):
-        # One device only: under SPMD partitioning the conditional's predicate (an element of
-        # the global batch) would need cross-device communication.
-        if jax.device_count() == 1:
-            inputs = _stored(inputs)
-        return super().__call__(inputs)
+        return super().__call__(stored(inputs))  # a no-op on several devices
 
 
 @dataclasses.dataclass(frozen=True)

@@ -149,9 +149,10 @@ def stored(x: jax.Array) -> jax.Array:
 
     Without it, XLA fuses x's producers (BatchNorm, residual adds, ReLU, back through whole
     residual chains) into the [Cin, H, W, B] transpose of its weight gradient and recomputes
-    them there with strided reads: 211 ms for ResNet-18's 64x48x48x64 stage-2 input (the same
-    fix as ferjax.models.layers.StoredInputConv). One device only: under SPMD partitioning the
-    predicate (an element of the global batch) would need cross-device communication."""
+    them there with strided reads: 211 ms for ResNet-18's 64x48x48x64 stage-2 input.
+    ferjax.models.layers.StoredInputConv reads its input through this too. One device only:
+    under SPMD partitioning the predicate (an element of the global batch) would need
+    cross-device communication."""
     if jax.device_count() != 1:
         return x
     pred = jnp.isfinite(x.reshape(-1)[0])
