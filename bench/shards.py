@@ -7,7 +7,8 @@ python -m bench.shards [--images 8000] [--sizes 112,224] [--workers 1,2] [--keep
 
 Source: procedural colour faces rendered at 100-260 px, saved as JPEG (quality 90) with a face
 box covering 70-90% of the image (AffectNet ships such crops plus a face box). Conversion and
-the peer both crop the box and resize it bilinearly with Pillow (`decode_jpeg_face`).
+the peer both decode with the readers' own `ferjax.data.decode.decode_face` (crop the box,
+resize bilinearly with Pillow), so the conversion figure is what `data.placement=disk` costs.
 Streaming: one pass over a random permutation of the store in batches of 256, in a fresh
 subprocess (VmHWM reset just before the pass), with the page cache warm (a previous pass) and
 cold (posix_fadvise DONTNEED on the shard files only). Before every timing the script waits
@@ -38,18 +39,6 @@ H100_STEPS = {
     224: ("ResNet-50 at 224 px, bf16", 2500, 3000),
     112: ("ResNet-18 at 112 px, bf16", 10000, None),
 }
-
-
-def decode_jpeg_face(path: str, box, size: int, channels: int) -> np.ndarray:
-    """What an AffectNet reader does per image: decode, crop the face box, resize (bilinear)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB" if channels == 3 else "L")
-        if box is not None:
-            im = im.crop(tuple(box))
-        face = np.asarray(im.resize((size, size), Image.Resampling.BILINEAR), np.uint8)
-    return face.reshape(size, size, channels)
 
 
 # ----------------------------------------------------------------------------- machine state
@@ -112,7 +101,7 @@ def make_source(folder: Path, count: int, seed: int = 0) -> dict:
         Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path, quality=90)
         side = int(s * rng.uniform(0.7, 0.9))
         x0, y0 = (int(v) for v in rng.integers(0, s - side + 1, 2))
-        records.append(FaceRecord(str(path), (x0, y0, x0 + side, y0 + side), int(labels[k]), k + 1))
+        records.append(FaceRecord(str(path), (x0, y0, side, side), int(labels[k]), k + 1))
     return {"train": records}
 
 
@@ -121,6 +110,7 @@ def make_source(folder: Path, count: int, seed: int = 0) -> dict:
 
 def measure_conversion(records, store: Path, size: int, workers: int) -> dict:
     from ferjax.data import shards
+    from ferjax.data.decode import decode_face
 
     if store.exists():
         shutil.rmtree(store)
@@ -128,7 +118,7 @@ def measure_conversion(records, store: Path, size: int, workers: int) -> dict:
     t = time.perf_counter()
     m = shards.convert(
         records,
-        decode_jpeg_face,
+        decode_face,
         store,
         image_shape=(size, size, 3),
         source_fingerprint="bench",
@@ -234,7 +224,7 @@ sys.path.insert(0, {root!r})
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from bench.shards import decode_jpeg_face
+from ferjax.data.decode import decode_face
 
 class JpegFaces(Dataset):
     # ImageFolder's work per item (Pillow open, convert RGB) plus the face crop and resize.
@@ -244,7 +234,7 @@ class JpegFaces(Dataset):
         return len(self.items)
     def __getitem__(self, k):
         path, box, label = self.items[k]
-        return torch.from_numpy(decode_jpeg_face(path, box, self.size, 3)), label
+        return torch.from_numpy(decode_face(path, box, self.size, 3)), label
 
 torch.manual_seed(0)
 items = json.load(open({items!r}))
