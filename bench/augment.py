@@ -56,7 +56,7 @@ def host_input_path(images, labels, batch: int) -> float:
 
 
 def device_augment(batch: int, repeats: int) -> tuple[float, float]:
-    from ferjax.augment import make_augment
+    from ferjax.data.augment import make_augment
 
     aug = jax.jit(make_augment(AUG))
     x = jax.numpy.asarray(np.random.default_rng(0).uniform(0, 255, (batch, 48, 48, 1)), "float32")
@@ -67,7 +67,7 @@ def device_augment(batch: int, repeats: int) -> tuple[float, float]:
 
 
 def train_step_time(model_name: str, batch: int, repeats: int, augment: str) -> float:
-    """Median time of the trainer's own step (ferjax.builder) with `augment` ops."""
+    """Median time of the trainer's own step (ferjax.training.program) with `augment` ops."""
     import runpy
 
     from bench.program import ferjax_program

@@ -1,5 +1,5 @@
 """Per-layer cost of a 3x3 SAME conv (forward, input gradient, weight gradient through XLA and
-through ferjax.ops) and of 2x2 max-pool gradients.
+through ferjax.models.ops) and of 2x2 max-pool gradients.
 
 python -m bench.conv_grad [--reps 5] [--repeats 3]   -> table + bench/results/conv_grad-<time>.json
 
@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 from bench import quiet, results_io  # noqa: E402
-from ferjax.ops import max_pool_2x2  # noqa: E402
-from ferjax.ops.conv import weight_grad  # noqa: E402
+from ferjax.models.ops import max_pool_2x2  # noqa: E402
+from ferjax.models.ops.conv import weight_grad  # noqa: E402
 
 DN = ("NHWC", "HWIO", "NHWC")
 # (batch, spatial, Cin, Cout): the layers of the demo/default CNN and ResNet-18 at 48x48.

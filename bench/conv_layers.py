@@ -1,6 +1,6 @@
 """Layer-by-layer account of the convolutions of the demo CNN, the default CNN and ResNet-18
 (48x48 inputs): forward, input gradient and weight gradient of every distinct 3x3/1x1 conv,
-through XLA (ferjax's CPU tuning), ferjax.ops.conv2d (gemm), Winograd and PyTorch (oneDNN,
+through XLA (ferjax's CPU tuning), ferjax.models.ops.conv2d (gemm), Winograd and PyTorch (oneDNN,
 channels-last, 2 threads).
 
 python -m bench.conv_layers [--models demo_cnn,cnn,resnet18] [--impls xla,wino4,best,torch]
@@ -16,7 +16,7 @@ Cin * Cout per forward, dx or dW), whatever the algorithm. All processes run
 with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, as ferjax's CLI does (PyTorch gains from it too).
 Writes bench/results/conv_layers-<UTC time>.json.
 
-Implementations: xla | gemm (ferjax.ops.conv2d) | im2col (ferjax.ops.im2col) |
+Implementations: xla | gemm (ferjax.models.ops.conv2d) | im2col (ferjax.models.ops.im2col) |
 wino<tile>[-<weight_grad>][-bf16] (e.g. wino2, wino4-xla: Winograd F(tile x tile, 3x3) on 3x3
 stride-1 layers with >= 8 input channels, XLA's convolution on the others, exactly as
 ferjax.models.winograd_conv.WinogradConv; wino0: the tile per layer) | best (WinogradConv with
@@ -155,9 +155,9 @@ def jax_conv_fn(impl: str, layer: Layer):
     """(x [B, H, W, Cin], w [k, k, Cin, Cout]) -> y for one ferjax implementation."""
     from jax import lax
 
+    from ferjax.models.ops import conv2d
+    from ferjax.models.ops.im2col import im2col_conv
     from ferjax.models.winograd_conv import cpu_conv
-    from ferjax.ops import conv2d
-    from ferjax.ops.im2col import im2col_conv
 
     strides = (layer.stride, layer.stride)
     if impl == "xla":

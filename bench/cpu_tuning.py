@@ -39,8 +39,8 @@ CHILD = """
 import json, statistics, sys
 sys.path.insert(0, {root!r})
 from bench.train_step import FerjaxStep
-from ferjax import parallel
-r = FerjaxStep({model!r}, {impl!r}, parallel.make_mesh())
+from ferjax.runtime import devices
+r = FerjaxStep({model!r}, {impl!r}, devices.make_mesh())
 r.compile()
 for _ in range(2):
     r.step()

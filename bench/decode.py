@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.results_io import save  # noqa: E402
-from ferjax.data.affectnet import index_affectnet  # noqa: E402
-from ferjax.data.decode import decode_records, default_workers  # noqa: E402
-from ferjax.data.fake_releases import write_affectnet, write_rafdb  # noqa: E402
-from ferjax.data.rafdb import index_rafdb  # noqa: E402
-from ferjax.data.rows import RowErrors  # noqa: E402
+from ferjax.data.sources.affectnet import index_affectnet  # noqa: E402
+from ferjax.data.sources.decode import decode_records, default_workers  # noqa: E402
+from ferjax.data.sources.rafdb import index_rafdb  # noqa: E402
+from ferjax.data.sources.rows import RowErrors  # noqa: E402
+from tests.fake_releases import write_affectnet, write_rafdb  # noqa: E402
 
 
 def generate(data: Path, num_rafdb: int, num_affectnet: int) -> None:

@@ -53,8 +53,8 @@ FERJAX_AUGMENT = "flip|shift(pad=5)|rotate(degrees=10)"
 
 
 def write_csv(path: Path, num_train: int) -> None:
-    from ferjax.data.fer2013 import write_fer2013_csv
-    from ferjax.data.synthetic import make_synthetic
+    from ferjax.data.sources.fer2013 import write_fer2013_csv
+    from ferjax.data.sources.synthetic import make_synthetic
 
     write_fer2013_csv(str(path), make_synthetic(num_train, 3589, 3589, seed=0))
 

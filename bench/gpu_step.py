@@ -3,7 +3,8 @@
     python -m bench.gpu_step [--models resnet18,cnn] [--batch 512] [--dtype bfloat16]
                              [--steps 300] [--peak_tflops 0]
 
-Runs the very program `python -m ferjax.main` runs (ferjax.builder) on procedural faces held on
+Runs the very program `python -m ferjax.main` runs (ferjax.training.program) on procedural
+faces held on
 the device, fed by the trainer's own tf.data index pipeline, and reports per model:
 - images/s over `--steps` steps in the trainer's way (dispatch ahead, sync at the end);
 - step time: median, p90 and max of steps timed one by one (each synced);
@@ -80,10 +81,10 @@ def measure(name: str, batch: int, dtype: str, steps: int, peak: float) -> dict:
     import runpy
 
     from bench.program import ferjax_program
-    from ferjax import parallel
     from ferjax.data.pipeline import index_batches
     from ferjax.data.sampling import Sampler
-    from ferjax.data.synthetic import render_faces
+    from ferjax.data.sources.synthetic import render_faces
+    from ferjax.runtime import devices
 
     config = runpy.run_path(str(ROOT / "configs" / MODELS[name]))["get_config"]()
     config.model.name = name
@@ -95,7 +96,7 @@ def measure(name: str, batch: int, dtype: str, steps: int, peak: float) -> dict:
     labels = rng.integers(0, 7, n).astype(np.int32)
     faces = render_faces(labels, rng)[..., None]
     program, _, staged = ferjax_program(config, (48, 48, 1), 7, examples=n, num_batches=8)
-    data = parallel.replicate(
+    data = devices.replicate(
         {"images": faces, "targets": np.eye(7, dtype=np.float32)[labels]}, program.mesh
     )
     state = program.state
@@ -124,7 +125,7 @@ def measure(name: str, batch: int, dtype: str, steps: int, peak: float) -> dict:
     for _ in range(steps):
         h = time.perf_counter()
         local = next(source)
-        g = parallel.global_batch(local, program.mesh)
+        g = devices.global_batch(local, program.mesh)
         host_s += time.perf_counter() - h
         state, m = program.train_step(state, data, g)
     jax.block_until_ready(m)

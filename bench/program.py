@@ -1,4 +1,5 @@
-"""The trainer's compiled program for benchmarks: `ferjax.builder.build` (the very jitted step,
+"""The trainer's compiled program for benchmarks: `ferjax.training.program.build` (the very
+jitted step,
 with the training run's shardings and donation, that `python -m ferjax.main` runs) on random
 uint8 faces held on the device, with index batches as the training loop makes them."""
 
@@ -6,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ferjax import parallel
-from ferjax.builder import Program, build
+from ferjax.runtime import devices
+from ferjax.training.program import Program, build
 
 
 def ferjax_program(
@@ -29,7 +30,7 @@ def ferjax_program(
     )
     rng = np.random.default_rng(seed)
     n = examples or 4 * batch
-    data = parallel.replicate(
+    data = devices.replicate(
         {
             "images": rng.integers(0, 256, (n, *image_shape), dtype=np.uint8),
             "targets": np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, n)],
@@ -37,7 +38,7 @@ def ferjax_program(
         program.mesh,
     )
     batches = [
-        parallel.global_batch(
+        devices.global_batch(
             {
                 "i": rng.integers(0, n, batch).astype(np.int32),
                 "j": rng.integers(0, n, batch).astype(np.int32),

@@ -1,4 +1,4 @@
-"""Sharded stores (ferjax.data.shards) on an AffectNet-like JPEG source: conversion speed,
+"""Sharded stores (ferjax.data.store) on an AffectNet-like JPEG source: conversion speed,
 streaming speed of `gather` for random batches, peak host RSS while streaming a store several
 times larger than a memory budget, and a PyTorch Dataset + DataLoader peer that decodes the
 same JPEGs every epoch.
@@ -7,7 +7,7 @@ python -m bench.shards [--images 8000] [--sizes 112,224] [--workers 1,2] [--keep
 
 Source: procedural colour faces rendered at 100-260 px, saved as JPEG (quality 90) with a face
 box covering 70-90% of the image (AffectNet ships such crops plus a face box). Conversion and
-the peer both decode with the readers' own `ferjax.data.decode.decode_face` (crop the box,
+the peer both decode with the readers' own `ferjax.data.sources.decode.decode_face` (crop the box,
 resize bilinearly with Pillow), so the conversion figure is what `data.placement=disk` costs.
 Streaming: one pass over a random permutation of the store in batches of 256, in a fresh
 subprocess (VmHWM reset just before the pass), with the page cache warm (a previous pass) and
@@ -84,8 +84,8 @@ def make_source(folder: Path, count: int, seed: int = 0) -> dict:
     """Colour procedural faces as JPEGs of 100-260 px with a face box; returns split records."""
     from PIL import Image
 
-    from ferjax.data.shards import FaceRecord
-    from ferjax.data.synthetic import render_faces
+    from ferjax.data.sources.synthetic import render_faces
+    from ferjax.data.store.manifest import FaceRecord
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -109,14 +109,14 @@ def make_source(folder: Path, count: int, seed: int = 0) -> dict:
 
 
 def measure_conversion(records, store: Path, size: int, workers: int) -> dict:
-    from ferjax.data import shards
-    from ferjax.data.decode import decode_face
+    from ferjax.data.sources.decode import decode_face
+    from ferjax.data.store import writer
 
     if store.exists():
         shutil.rmtree(store)
     state = wait_quiet()
     t = time.perf_counter()
-    m = shards.convert(
+    m = writer.convert(
         records,
         decode_face,
         store,
@@ -144,7 +144,7 @@ STREAM_CHILD = r"""
 import json, os, sys, time
 sys.path.insert(0, {root!r})
 import numpy as np
-from ferjax.data.shards import ShardedImages, prefetch_batches
+from ferjax.data.store.reader import ShardedImages, prefetch_batches
 
 def status(key):
     for line in open("/proc/self/status"):
@@ -224,7 +224,7 @@ sys.path.insert(0, {root!r})
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from ferjax.data.decode import decode_face
+from ferjax.data.sources.decode import decode_face
 
 class JpegFaces(Dataset):
     # ImageFolder's work per item (Pillow open, convert RGB) plus the face crop and resize.

@@ -44,7 +44,7 @@ def _rss_peak() -> int:
 
 
 def generate(path: Path, seed: int = 0) -> None:
-    from ferjax.data.synthetic import render_faces
+    from ferjax.data.sources.synthetic import render_faces
 
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.repeat(np.arange(7), FER2013_COUNTS)).astype(np.int32)
@@ -97,14 +97,14 @@ def materialisation(path: Path, train_batch: int, steps: int) -> dict:
     import jax.numpy as jnp
 
     from bench.program import ferjax_program
-    from ferjax import parallel
+    from ferjax.runtime import devices
 
     config = runpy.run_path(str(ROOT / "configs" / "resnet.py"))["get_config"]()
     config.train.batch_size = train_batch
     images, labels = np.load(path / "images.npy"), np.load(path / "labels.npy")
     images = images.reshape(*images.shape[:3], -1)  # [N, H, W, C]
-    mesh = parallel.make_mesh()
-    data = parallel.replicate(
+    mesh = devices.make_mesh()
+    data = devices.replicate(
         {"images": images, "targets": np.eye(7, dtype=np.float32)[labels]}, mesh
     )
     rng = np.random.default_rng(0)
@@ -124,7 +124,7 @@ def materialisation(path: Path, train_batch: int, steps: int) -> dict:
         return xi + batch["lam"][:, None, None, None] * (xj - xi)
 
     def time_materialise(b, reps=200):
-        batches = [parallel.global_batch(records(b), mesh) for _ in range(8)]
+        batches = [devices.global_batch(records(b), mesh) for _ in range(8)]
         materialise(data["images"], batches[0]).block_until_ready()
         t = time.perf_counter()
         for r in range(reps):
@@ -134,7 +134,7 @@ def materialisation(path: Path, train_batch: int, steps: int) -> dict:
 
     program, _, _ = ferjax_program(config, num_batches=0)
     state, step = program.state, program.train_step
-    batches = [parallel.global_batch(records(train_batch), mesh) for _ in range(steps + 1)]
+    batches = [devices.global_batch(records(train_batch), mesh) for _ in range(steps + 1)]
     t = time.perf_counter()
     state, m = step(state, data, batches[0])
     jax.block_until_ready(m)

@@ -79,8 +79,8 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="ferjax-startup-") as tmp:
         csv_path = Path(args.csv) if args.csv else Path(tmp) / "fer2013.csv"
         if not args.csv:
-            from ferjax.data.fer2013 import write_fer2013_csv
-            from ferjax.data.synthetic import make_synthetic
+            from ferjax.data.sources.fer2013 import write_fer2013_csv
+            from ferjax.data.sources.synthetic import make_synthetic
 
             write_fer2013_csv(str(csv_path), make_synthetic(28709, 3589, 3589, seed=0))
         for i in range(args.runs):

@@ -9,7 +9,8 @@ momentum and weight decay) on generated 48x48x1 data after warm-up. Every runner
 conv_impl, a peer, the matmul-peak probe) runs in fresh processes, `--repeats` times, in the
 order A, B, ..., A, B, ..., each after a quiet-machine wait (bench/quiet.py); a process times
 `--steps` steps and reports their median, and the table shows the median over processes.
-The processes run with ferjax's CPU tuning (ferjax/platform.py, huge-page malloc), peers included.
+The processes run with ferjax's CPU tuning (ferjax/runtime/platform.py, huge-page malloc),
+peers included.
 MFU = model FLOPs (XLA's cost analysis of the xla or fast impl's step: a direct convolution's
 FLOPs; without either impl in --impls it is not reported) / step time / practical peak, where
 the peak is the best of a large float32 matmul through XLA and through numpy, measured in the
@@ -45,9 +46,9 @@ import numpy as np  # noqa: E402
 
 from bench import quiet, results_io  # noqa: E402
 from bench.program import ferjax_program  # noqa: E402
-from ferjax import parallel  # noqa: E402
-from ferjax import platform as ferjax_platform  # noqa: E402
 from ferjax.models.layers import resolve_conv_impl  # noqa: E402
+from ferjax.runtime import devices  # noqa: E402
+from ferjax.runtime import platform as ferjax_platform  # noqa: E402
 
 NUM_CLASSES = 7
 IMAGE = 48
@@ -61,7 +62,7 @@ MODELS = {
 
 def use_winograd_convs(impl: str) -> None:
     """Makes ferjax.models build every convolution as WinogradConv (impl wino<tile>[-<dW>] or
-    best, as in bench.conv_layers), with ferjax.ops' max-pool; a bench-only switch for this
+    best, as in bench.conv_layers), with ferjax.models.ops' max-pool; a bench-only switch for this
     process (the models take their convolutions from ferjax.models.layers.conv)."""
     from bench.conv_layers import parse_impl
     from ferjax.models import layers
@@ -159,7 +160,7 @@ def run_child(spec: str, args) -> dict:
         runner = peer_impls.make(impl, name, batch)
         compile_s = None
     else:
-        runner = FerjaxStep(name, impl, parallel.make_mesh(), args.dtype, args.batch)
+        runner = FerjaxStep(name, impl, devices.make_mesh(), args.dtype, args.batch)
         compile_s = runner.compile()
     for _ in range(args.warmup):
         runner.step()

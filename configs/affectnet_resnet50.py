@@ -15,7 +15,7 @@ store (data.shards_dir; progress and images/s are printed; an interrupted conver
 and streams them when they do not fit in host memory.
 
 Weights: torchvision's or timm's ImageNet ResNet-50, converted once:
-    python -m ferjax.convert model.safetensors r50.msgpack --model=resnet50
+    ferjax convert model.safetensors r50.msgpack --model=resnet50
 Train:
     python -m ferjax.main --config=configs/affectnet_resnet50.py --workdir=runs/affectnet-r50 \
         --config.data.path=data/AffectNet --config.model.init_from=r50.msgpack

@@ -131,7 +131,7 @@ def get_config() -> ml_collections.ConfigDict:
     # auto (from model.init_from's source; torch when there is none).
     model.style = "auto"
     # Pretrained weights to start from (a fresh run only; resuming ignores it): a file written by
-    # `python -m ferjax.convert`, a Keras .h5 / .weights.h5, .safetensors or .pth file (converted
+    # `ferjax convert`, a Keras .h5 / .weights.h5, .safetensors or .pth file (converted
     # on the fly), or a ferjax workdir / Orbax checkpoint. Every tensor except the head must be
     # there with the right shape; the head is kept fresh when missing or of another class count.
     model.init_from = ""
@@ -141,8 +141,9 @@ def get_config() -> ml_collections.ConfigDict:
     # statistics stay fixed. Empty = train everything.
     model.freeze = ""
     # Convolution / max-pool implementation: auto (xla on GPU/TPU; on CPU fast, or gemm when
-    # XLA's CPU convolutions run through YNNPACK, see ferjax/platform.py) | xla (Flax's nn.Conv
-    # and nn.max_pool, XLA's own gradients) | fast (nn.Conv + ferjax.ops.max_pool_2x2, whose
+    # XLA's CPU convolutions run through YNNPACK, see ferjax/runtime/platform.py) | xla (Flax's
+    # nn.Conv
+    # and nn.max_pool, XLA's own gradients) | fast (nn.Conv + ferjax.models.ops.max_pool_2x2, whose
     # gradient is ~4x faster on CPU) | gemm (fast + convolution weight gradients as cache-sized
     # im2col GEMMs). All give the same parameter tree, so checkpoints interchange.
     model.conv_impl = "auto"
@@ -262,7 +263,7 @@ def get_config() -> ml_collections.ConfigDict:
     # ---------------------------------------------------------------- augmentation
     config.augment = augment = ml_collections.ConfigDict()
     # Chain of on-device ops, "|"-separated, each with optional k=v arguments, applied inside
-    # the jitted train step (ferjax/augment.py documents each op and its arguments):
+    # the jitted train step (ferjax/data/augment.py documents each op and its arguments):
     #   per example: flip(p) | shift(pad) | crop(min_scale, max_ratio) (random resized crop) |
     #     rotate(degrees) | brightness(delta) | contrast(lower, upper) | gamma(lower, upper) |
     #     noise(std) | blur(sigma, p) | erase(p, min_area, max_area) (random erasing);

@@ -2,7 +2,7 @@
 
 python -m ferjax.main --config=configs/happy_sad_neutral.py --workdir=runs/hsn \
     --config.data.path=data/fer2013.csv
-python -m ferjax.ablate --config=configs/happy_sad_neutral.py --workdir=runs/hsn-ablation \
+ferjax ablate --config=configs/happy_sad_neutral.py --workdir=runs/hsn-ablation \
     --config.data.path=data/fer2013.csv --levers=cleaning,sampling,augment,tta,model --seeds=3
 """
 

@@ -10,7 +10,7 @@ sad, angry, neutral.
 
 Weights: torchvision's or timm's ImageNet ResNet-18 (e.g. timm `resnet18.a1_in1k`
 model.safetensors, or torchvision's resnet18-f37072fd.pth), converted once:
-    python -m ferjax.convert model.safetensors r18.msgpack --model=resnet18
+    ferjax convert model.safetensors r18.msgpack --model=resnet18
 Train:
     python -m ferjax.main --config=configs/rafdb_resnet18.py --workdir=runs/rafdb-r18 \
         --config.data.path=data/RAF-DB/basic --config.model.init_from=r18.msgpack

@@ -2,9 +2,9 @@
 
 __version__ = "0.1.0"
 
-from ferjax import platform as _platform
+from ferjax.runtime import platform as _platform
 
-# XLA's CPU flags must be in place before JAX's first computation; see ferjax/platform.py
+# XLA's CPU flags must be in place before JAX's first computation; see ferjax/runtime/platform.py
 # (FERJAX_CPU_TUNING=0 turns this off). TensorFlow (tf.data only) is told to stay quiet before
 # anything imports it.
 _platform.configure_xla_cpu()

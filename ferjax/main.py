@@ -1,13 +1,11 @@
-"""`python -m ferjax.main`: train a model (configs/*.py).
-
-The tool is ferjax/tools/main.py; this module is only its entry point.
-"""
+"""`python -m ferjax.main --config=FILE --workdir=DIR`: train a model (the same as
+`ferjax train`; the tool is ferjax/cli/train.py)."""
 
 if __name__ == "__main__":
-    from ferjax import platform
+    from ferjax.runtime import platform
 
     platform.reexec_with_malloc_tuning("ferjax.main")  # before JAX and TensorFlow are imported
-    from ferjax.tools.flags import run
-    from ferjax.tools.main import main
+    from ferjax.cli.flags import run
+    from ferjax.cli.train import main
 
     run(main)

@@ -50,7 +50,7 @@ def tiny_config(**overrides):
 
 def train(config, workdir) -> dict | None:
     """One training run in this process, as `python -m ferjax.main` runs it."""
-    from ferjax.tools.main import run_training
+    from ferjax.cli.train import run_training
 
     return run_training(config, str(workdir))
 
@@ -100,10 +100,12 @@ def explain(out: subprocess.CompletedProcess | tuple) -> str:
     )
 
 
-def cli(module: str, *args, env=None, timeout=600, **kw) -> subprocess.CompletedProcess:
-    """python -m ferjax.<module> ARGS from the repository root (captured, text)."""
+def cli(tool: str, *args, env=None, timeout=600, **kw) -> subprocess.CompletedProcess:
+    """python -m ferjax <tool> ARGS (`python -m ferjax.main ARGS` for tool "main") from the
+    repository root (captured, text)."""
+    command = ["ferjax.main"] if tool == "main" else ["ferjax", tool]
     return subprocess.run(
-        [sys.executable, "-m", f"ferjax.{module}", *args],
+        [sys.executable, "-m", *command, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -122,9 +124,9 @@ def tiny_run(tmp_path_factory):
 
 
 def call_tool(main, argv: list[str]) -> int:
-    """A tool's main(argv) under the command-line convention (ferjax.tools.flags.run): its exit
+    """A tool's main(argv) under the command-line convention (ferjax.cli.flags.run): its exit
     status, with `error: ...` lines on stderr for user mistakes."""
-    from ferjax.tools.flags import run
+    from ferjax.cli.flags import run
 
     with pytest.raises(SystemExit) as e:
         run(main, argv)
@@ -135,10 +137,10 @@ def untrained_run(workdir, config, num_classes: int = 7, class_names=None) -> st
     """A workdir as a finished run leaves it (config.json, model_info.json, a best
     checkpoint) with the initial parameters, written without training: for the tools that read
     runs (evaluate, predict, export) in fast tests."""
-    from ferjax.builder import build
-    from ferjax.checkpoint import Checkpoints
     from ferjax.data.dataset import FER2013_CLASSES
-    from ferjax.workdir import RunInfo, Workdir
+    from ferjax.runtime.workdir import RunInfo, Workdir
+    from ferjax.training.checkpoint import Checkpoints
+    from ferjax.training.program import build
 
     size, channels = config.data.image_size, config.data.channels
     program = build(
@@ -171,7 +173,7 @@ def untrained_run(workdir, config, num_classes: int = 7, class_names=None) -> st
 def initial_params():
     """The tiny config's initial parameters (without warm-up): the same for every device layout
     (the initialisation depends on the seed only)."""
-    from ferjax.builder import build
+    from ferjax.training.program import build
 
     config = tiny_config(optim__warmup_epochs=0.0)
     program = build(

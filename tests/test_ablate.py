@@ -6,8 +6,8 @@ import os
 import pytest
 from conftest import TINY, tiny_config
 
-from ferjax import ablation as ablate
-from ferjax.errors import ConfigError
+from ferjax.cli import ablation as ablate
+from ferjax.runtime.errors import ConfigError
 
 USER = [
     ("train.num_epochs", "1"),

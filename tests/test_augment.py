@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from ferjax import augment as A
-from ferjax.errors import ConfigError
-from ferjax.evaluation import make_predict
+from ferjax.cli.preview import preview_grid
+from ferjax.data import augment as A
+from ferjax.evaluation.predict import make_predict
 from ferjax.models import create_model
-from ferjax.tools.preview import preview_grid
+from ferjax.runtime.errors import ConfigError
 
 KEY = jax.random.PRNGKey(0)
 

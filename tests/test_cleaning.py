@@ -11,10 +11,10 @@ import pytest
 
 from ferjax.data.cleaning import clean, near_duplicate_mask, perceptual_hashes, summary_line
 from ferjax.data.dataset import FerData, Split
-from ferjax.data.fer2013 import write_fer2013_csv
 from ferjax.data.load import load_data
-from ferjax.data.synthetic import make_synthetic
-from ferjax.errors import DataFormatError
+from ferjax.data.sources.fer2013 import write_fer2013_csv
+from ferjax.data.sources.synthetic import make_synthetic
+from ferjax.runtime.errors import DataFormatError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -187,7 +187,7 @@ def test_load_data_cleans_before_class_selection(tmp_path):
 
 
 def test_main_writes_cleaning_into_data_report(tmp_path, monkeypatch):
-    import ferjax.tools.main as main
+    import ferjax.cli.train as main
 
     data = planted()
     path = str(tmp_path / "fer2013.csv")

@@ -14,10 +14,10 @@ import pytest
 from conftest import ROOT, assert_trees_equal, explain, latest_params, tiny_config, train_losses
 from conftest import train as run
 
-from ferjax.data.fake_releases import write_affectnet, write_rafdb
 from ferjax.data.load import load_data
-from ferjax.data.rafdb import RAFDB_CLASSES
-from ferjax.data.stored import StoredImages
+from ferjax.data.sources.rafdb import RAFDB_CLASSES
+from ferjax.data.store.stored import StoredImages
+from tests.fake_releases import write_affectnet, write_rafdb
 
 pytestmark = pytest.mark.slow
 
@@ -81,59 +81,80 @@ _BOUNDED = """
 import json, sys
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 from conftest import tiny_config, train
-from ferjax import train as loop
+from ferjax.training import loop
 config = tiny_config(data__name="rafdb", data__path={data!r}, data__channels=3,
                      data__image_size=112, data__placement="disk", data__shards_dir={shards!r},
                      data__val_fraction=0.02, train__num_epochs=2, train__batch_size=16,
                      train__eval_batch_size=16, train__verbosity=0, model__conv_impl="xla",
                      train__log_every_steps=20, data__subset={subset})
-def kib(field):
-    return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1])
-seen = {{}}
+import threading
+def status_kib(*fields):
+    with open("/proc/self/status") as f:
+        found = {{l.split(":")[0]: int(l.split()[1]) for l in f if l.split(":")[0] in fields}}
+    return [found[x] for x in fields]
+seen = {{"anon": 0, "file": 0}}
+stop = threading.Event()
+def sample():  # peaks of anonymous and file-backed resident memory over epoch 2
+    while not stop.wait(0.002):
+        if "base_anon" in seen:
+            anon, file_ = status_kib("RssAnon", "RssFile")
+            seen["anon"], seen["file"] = max(seen["anon"], anon), max(seen["file"], file_)
 end_epoch = loop.Trainer._end_epoch
 def measured_end_epoch(self, t_epoch):
-    if "base" in seen:  # the end of epoch 2: its peak, before validation
-        seen["peak"], seen["step"] = kib("VmHWM:"), self.step
+    if "base_anon" in seen and "step" not in seen:  # the end of epoch 2, before validation
+        seen["step"] = self.step
+        stop.set()
     end_epoch(self, t_epoch)
-    if "base" not in seen:  # after epoch 1 (everything compiled and opened): start measuring
-        open("/proc/self/clear_refs", "w").write("5")  # restart the peak (VmHWM)
-        seen["base"] = kib("VmRSS:")
+    if "base_anon" not in seen:  # after epoch 1 (everything compiled and opened): start
+        seen["base_file"] = status_kib("RssFile")[0]
+        seen["base_anon"] = status_kib("RssAnon")[0]
 loop.Trainer._end_epoch = measured_end_epoch
+threading.Thread(target=sample, daemon=True).start()
 train(config, {workdir!r})
 import ferjax.data.load as load
 images = load.load_data(config).splits["train"].images  # after data.subset
 print(json.dumps({{"train_bytes": images.nbytes, "faces": len(images), "last_step": seen["step"],
-                   "peak_growth_bytes": (seen["peak"] - seen["base"]) * 1024}}))
+                   "anon_growth_bytes": (seen["anon"] - seen["base_anon"]) * 1024,
+                   "file_growth_bytes": (seen["file"] - seen["base_file"]) * 1024}}))
 """
 
 
 def test_host_memory_stays_bounded_while_streaming(tmp_path):
     """Memory while streaming does not grow with the data: a whole epoch over 980 colour faces
-    (37 MB at 112x112, more than a 32 MiB limit the test sets) raises the trainer's peak by
-    less than half the limit above an epoch over 200 of them (the same store). Each is measured
-    over the second epoch, once everything is compiled and open."""
+    (37 MB at 112x112, more than a 32 MiB limit the test sets) raises the trainer's peak
+    *anonymous* resident memory (heap, buffers, prefetch queues: what the process owns) by less
+    than half the limit above an epoch over 200 of them (the same store). Each is measured over
+    the second epoch, once everything is compiled and open, sampled every 2 ms; each size runs
+    twice and the lower peak counts (noise only ever adds). File-backed resident pages (the
+    shared libraries, and store pages if a reader maps them) are reclaimable page cache, not
+    the process's memory: they are reported, not bounded."""
     root = tmp_path / "rafdb"
     write_rafdb(str(root), num_train=1000, num_test=16, seed=1, size=100)
-    runs = {}
-    for subset in (200, 0):
-        script = _BOUNDED.format(
-            root=str(ROOT),
-            tests=str(ROOT / "tests"),
-            data=str(root),
-            shards=str(tmp_path / "shards"),
-            workdir=str(tmp_path / f"run{subset}"),
-            subset=subset,
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=900
-        )
-        assert out.returncode == 0, explain(out)
-        runs[subset] = r = json.loads(out.stdout.strip().splitlines()[-1])
-        assert r["last_step"] == 2 * (r["faces"] // 16), r  # both epochs ran in full
-    small, full = runs[200], runs[0]
+    runs = {200: [], 0: []}
+    for repeat in range(2):
+        for subset in (200, 0):
+            script = _BOUNDED.format(
+                root=str(ROOT),
+                tests=str(ROOT / "tests"),
+                data=str(root),
+                shards=str(tmp_path / "shards"),
+                workdir=str(tmp_path / f"run{subset}-{repeat}"),
+                subset=subset,
+            )
+            out = subprocess.run(
+                [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
+                timeout=900,
+            )  # fmt: skip
+            assert out.returncode == 0, explain(out)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            assert r["last_step"] == 2 * (r["faces"] // 16), r  # both epochs ran in full
+            runs[subset].append(r)
     limit = 32 << 20
-    assert small["faces"] == 200 and full["train_bytes"] > limit  # the premise
-    assert full["peak_growth_bytes"] - small["peak_growth_bytes"] < limit / 2, runs
+    assert all(r["faces"] == 200 for r in runs[200])  # the premise: two sizes, one store
+    assert all(r["train_bytes"] > limit for r in runs[0])
+    small = min(r["anon_growth_bytes"] for r in runs[200])
+    full = min(r["anon_growth_bytes"] for r in runs[0])
+    assert full - small < limit / 2, runs
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +189,8 @@ def test_affectnet_8_classes_at_112_with_the_imagenet_stem(affectnet, tmp_path):
 
 
 def test_colour_export_matches_jax(rafdb, tmp_path):
-    from ferjax.inference import load_run
-    from ferjax.serving import export
+    from ferjax.deploy.inference import load_run
+    from ferjax.deploy.serving import export
 
     run(rafdb_config(rafdb, tmp_path / "shards"), tmp_path / "run")
     trained = load_run(str(tmp_path / "run"), conv_impl="xla")

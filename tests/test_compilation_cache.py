@@ -19,7 +19,7 @@ CHILD = """
 import json, sys
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 import ferjax
-from ferjax import platform
+from ferjax.runtime import platform
 import jax
 from jax import monitoring
 from bench.program import ferjax_program

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferjax.config import validate
+from ferjax.config.validate import validate
 from ferjax.data.classes import select_classes
 from ferjax.data.dataset import FER2013_CLASSES
-from ferjax.data.fer2013 import load_fer2013, read_fer2013_rows, write_fer2013_csv
-from ferjax.data.ferplus import FERPLUS_CLASSES, load_ferplus
-from ferjax.data.folder import load_folder
 from ferjax.data.load import load_data, read_source
 from ferjax.data.preprocess import equalize_histogram, median3x3
-from ferjax.data.rows import BadRowsError
-from ferjax.data.synthetic import make_synthetic
-from ferjax.errors import ConfigError, DataFormatError, DataNotFoundError
+from ferjax.data.sources.fer2013 import load_fer2013, read_fer2013_rows, write_fer2013_csv
+from ferjax.data.sources.ferplus import FERPLUS_CLASSES, load_ferplus
+from ferjax.data.sources.folder import load_folder
+from ferjax.data.sources.rows import BadRowsError
+from ferjax.data.sources.synthetic import make_synthetic
+from ferjax.runtime.errors import ConfigError, DataFormatError, DataNotFoundError
 
 HEADER = "emotion,pixels,Usage\n"
 PLUS_HEADER = (
@@ -340,7 +340,7 @@ def test_folder_matches_csv(tmp_path, faces):
 
 
 def test_folder_class_order(tmp_path):
-    from ferjax.data.folder import class_order
+    from ferjax.data.sources.folder import class_order
 
     assert class_order(["sad", "happy", "angry", "neutral"]) == ["angry", "happy", "sad", "neutral"]
     assert class_order(["Happiness", "contempt", "anger", "Surprised"]) == [
@@ -412,7 +412,7 @@ def test_folder_errors(tmp_path, faces):
 
 
 def test_tfds_build_and_load(tmp_path, faces):
-    from ferjax.data.tfds_builder import load_tfds
+    from ferjax.data.sources.tfds_builder import load_tfds
 
     manual = tmp_path / "manual"
     manual.mkdir()

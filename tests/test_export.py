@@ -1,5 +1,5 @@
 """Export of every model ferjax trains to SavedModel and TFLite, each run on procedural faces
-and compared with JAX (ferjax.serving.export fails above 1e-5)."""
+and compared with JAX (ferjax.deploy.serving.export fails above 1e-5)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import tiny_config, untrained_run
 
-from ferjax.inference import load_run
-from ferjax.serving import check_images, export, tflite_probs
+from ferjax.deploy.inference import load_run
+from ferjax.deploy.serving import check_images, export, tflite_probs
 
 pytestmark = pytest.mark.slow
 

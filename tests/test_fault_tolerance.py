@@ -21,9 +21,9 @@ from conftest import (
 )
 from conftest import train as run
 
-from ferjax.config import validate
-from ferjax.errors import CheckpointError, ConfigError, TrainingDiverged
-from ferjax.workdir import Workdir
+from ferjax.config.validate import validate
+from ferjax.runtime.errors import CheckpointError, ConfigError, TrainingDiverged
+from ferjax.runtime.workdir import Workdir
 
 # 8 epochs of 8 steps, a checkpoint every 2 steps: long enough to stop the run mid-way.
 EPOCHS, STEPS_PER_EPOCH = 8, 8

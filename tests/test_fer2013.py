@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from ferjax.data.dataset import FER2013_CLASSES
-from ferjax.data.fer2013 import load_fer2013, write_fer2013_csv
-from ferjax.data.synthetic import make_synthetic
-from ferjax.errors import DataFormatError, DataNotFoundError
+from ferjax.data.sources.fer2013 import load_fer2013, write_fer2013_csv
+from ferjax.data.sources.synthetic import make_synthetic
+from ferjax.runtime.errors import DataFormatError, DataNotFoundError
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""ferjax.ops.im2col: values and gradients equal lax.conv_general_dilated's."""
+"""ferjax.models.ops.im2col: values and gradients equal lax.conv_general_dilated's."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from ferjax.ops import im2col
+from ferjax.models.ops import im2col
 
 DN = ("NHWC", "HWIO", "NHWC")
 

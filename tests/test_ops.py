@@ -1,4 +1,4 @@
-"""ferjax.ops and the conv_impl switch: values and gradients equal XLA's reference ops."""
+"""ferjax.models.ops and the conv_impl switch: values and gradients equal XLA's reference ops."""
 
 import runpy
 from pathlib import Path
@@ -11,11 +11,11 @@ import optax
 import pytest
 from jax import lax
 
-from ferjax.builder import build
-from ferjax.config import validate
-from ferjax.errors import ConfigError
+from ferjax.config.validate import validate
 from ferjax.models.layers import GemmConv, resolve_conv_impl
-from ferjax.ops import conv2d, max_pool_2x2
+from ferjax.models.ops import conv2d, max_pool_2x2
+from ferjax.runtime.errors import ConfigError
+from ferjax.training.program import build
 
 DN = ("NHWC", "HWIO", "NHWC")
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.py"
@@ -68,7 +68,7 @@ def test_conv2d_matches_xla(batch, size, cin, cout, kernel, stride, dtype, tol):
 
 
 def test_conv2d_explicit_padding_and_chunking():
-    from ferjax.ops.conv import weight_grad
+    from ferjax.models.ops.conv import weight_grad
 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((12, 8, 8, 5)), jnp.float32)
@@ -113,7 +113,7 @@ def test_gemm_conv_module_is_a_drop_in_for_nn_conv():
 
 
 def test_resolve_conv_impl(monkeypatch):
-    from ferjax import platform
+    from ferjax.runtime import platform
 
     monkeypatch.setattr(platform, "xla_cpu_convs_tuned", lambda: True)
     assert resolve_conv_impl("auto", "cpu", devices=1) == "winograd"

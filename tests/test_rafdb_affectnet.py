@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferjax.data import decode
-from ferjax.data.affectnet import HEADER as AFFECTNET_HEADER
-from ferjax.data.affectnet import index_affectnet, load_affectnet
 from ferjax.data.classes import select_classes
-from ferjax.data.decode import FaceRecord, decode_face, decode_records
-from ferjax.data.fake_releases import write_affectnet, write_rafdb
-from ferjax.data.rafdb import index_rafdb, load_rafdb
-from ferjax.data.rows import BadRowsError, RowErrors
-from ferjax.data.synthetic import make_synthetic, render_faces
-from ferjax.errors import DataFormatError, DataNotFoundError
+from ferjax.data.sources import decode
+from ferjax.data.sources.affectnet import HEADER as AFFECTNET_HEADER
+from ferjax.data.sources.affectnet import index_affectnet, load_affectnet
+from ferjax.data.sources.decode import FaceRecord, decode_face, decode_records
+from ferjax.data.sources.rafdb import index_rafdb, load_rafdb
+from ferjax.data.sources.rows import BadRowsError, RowErrors
+from ferjax.data.sources.synthetic import make_synthetic, render_faces
+from ferjax.runtime.errors import DataFormatError, DataNotFoundError
+from tests.fake_releases import write_affectnet, write_rafdb
 
 
 def digest(*arrays: np.ndarray) -> str:

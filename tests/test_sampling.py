@@ -12,10 +12,10 @@ import pytest
 from imblearn.over_sampling import SMOTE, RandomOverSampler
 from sklearn.neighbors import NearestNeighbors
 
-from ferjax.config import validate
+from ferjax.config.validate import validate
 from ferjax.data.sampling import Sampler, class_weights, parse_strategy
-from ferjax.data.synthetic import render_faces
-from ferjax.errors import ConfigError
+from ferjax.data.sources.synthetic import render_faces
+from ferjax.runtime.errors import ConfigError
 
 K = 3
 ROOT = Path(__file__).resolve().parents[1]

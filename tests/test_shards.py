@@ -1,4 +1,4 @@
-"""Sharded stores (ferjax.data.shards): exact round trip, deterministic and resumable
+"""Sharded stores (ferjax.data.store): exact round trip, deterministic and resumable
 conversion, change detection, bounded host memory while streaming."""
 
 import json
@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferjax.data import shards
-from ferjax.data.shards import FaceRecord, ShardedImages, prefetch_batches
-from ferjax.errors import DataFormatError
+from ferjax.data.store import manifest, writer
+from ferjax.data.store.manifest import FaceRecord
+from ferjax.data.store.reader import ShardedImages, prefetch_batches
+from ferjax.runtime.errors import DataFormatError
 
 TESTS = Path(__file__).resolve().parent
 SIZE = 16
@@ -74,7 +75,7 @@ def make_source(root: Path, sizes=(("train", 200), ("val", 60), ("test", 40)), s
 
 
 def run_convert(records, out, workers=1, decode=decode_png, shard_size=32, fingerprint="fp"):
-    return shards.convert(
+    return writer.convert(
         records,
         decode,
         out,
@@ -137,7 +138,7 @@ def test_round_trip_gather(source, reference):
     np.testing.assert_array_equal(val.labels(), [r.label for r in records["val"]])
     np.testing.assert_array_equal(store.labels("test"), [r.label for r in records["test"]])
     np.testing.assert_array_equal(val.rows(), [r.row for r in records["val"]])
-    emb = np.stack([shards.face_embedding(f) for f in want[200:260]])
+    emb = np.stack([writer.face_embedding(f) for f in want[200:260]])
     np.testing.assert_array_equal(val.embeddings(), emb)
     assert emb.dtype == np.float16 and emb.shape == (60, 256)
     assert abs(float(emb.astype(np.float32).mean(axis=1).max())) < 1e-2
@@ -185,7 +186,7 @@ def test_prefetch_batches_in_order_and_tf_data(reference):
     assert len(got) == 12
     for b, x in zip(batches, got, strict=True):
         np.testing.assert_array_equal(x, store.gather(b))
-    from ferjax.data.pipeline import import_tensorflow
+    from ferjax.runtime.tensorflow import import_tensorflow
 
     tf = import_tensorflow()
     ds = tf.data.Dataset.from_tensor_slices(np.stack(batches[:4])).map(store.tf_gather)
@@ -235,7 +236,7 @@ KILL_SCRIPT = """
 import json, sys
 sys.path[:0] = [{tests!r}, {root!r}]
 from test_shards import decode_slow, run_convert
-from ferjax.data.shards import FaceRecord
+from ferjax.data.store.manifest import FaceRecord
 records = {{s: [FaceRecord(*r) for r in v] for s, v in json.load(open({records!r})).items()}}
 run_convert(records, {out!r}, workers=2, decode=decode_slow)
 """
@@ -276,12 +277,12 @@ def test_changed_source_or_settings_is_detected(tmp_path):
     root = tmp_path / "stores"
 
     def open_store(settings=SETTINGS, allow=True, log=None):
-        return shards.open_or_convert(
+        return writer.open_or_convert(
             records,
             decode_png,
             root,
             image_shape=SHAPE,
-            source_fingerprint=shards.source_fingerprint(records, [list_file]),
+            source_fingerprint=manifest.source_fingerprint(records, [list_file]),
             settings=settings,
             shard_size=16,
             workers=1,
@@ -316,8 +317,8 @@ def test_changed_source_or_settings_is_detected(tmp_path):
         open_store(settings={**SETTINGS, "crop": "none"}, allow=False)
     relabelled = dict(records)
     relabelled["test"] = [r._replace(label=(r.label + 1) % 7) for r in records["test"]]
-    fingerprint = shards.source_fingerprint(records, [list_file])
-    assert shards.records_digest(relabelled) != shards.records_digest(records)
+    fingerprint = manifest.source_fingerprint(records, [list_file])
+    assert manifest.records_digest(relabelled) != manifest.records_digest(records)
     # a finished store is never overwritten by another conversion
     with pytest.raises(DataFormatError, match="another source"):
         run_convert(relabelled, second.directory, fingerprint=fingerprint)
@@ -327,7 +328,7 @@ MEMORY_SCRIPT = """
 import sys
 sys.path[:0] = [{root!r}]
 import numpy as np
-from ferjax.data.shards import ShardedImages, prefetch_batches
+from ferjax.data.store.reader import ShardedImages, prefetch_batches
 
 def status(key):
     for line in open("/proc/self/status"):
@@ -356,7 +357,7 @@ def test_streaming_keeps_host_memory_bounded(tmp_path):
     n, shape = 8192, (128, 128, 3)  # 8192 x 48 KiB = 384 MiB of faces
     records = {"train": [FaceRecord(f"/nonexistent/{k}.png", None, k % 7, k) for k in range(n)]}
     out = tmp_path / "big"
-    shards.convert(
+    writer.convert(
         records,
         decode_pattern,
         out,

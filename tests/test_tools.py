@@ -1,4 +1,4 @@
-"""The command-line convention of every tool (ferjax/tools/flags.py), in-process."""
+"""The command-line convention of every tool (ferjax/cli/flags.py), in-process."""
 
 from __future__ import annotations
 
@@ -7,27 +7,28 @@ import importlib
 import pytest
 from conftest import TINY, call_tool
 
-from ferjax.errors import ConfigError
-from ferjax.tools.flags import load_config, parse_value, split_overrides
+from ferjax.cli.flags import split_overrides
+from ferjax.config.overrides import load_config, parse_value
+from ferjax.runtime.errors import ConfigError
 
-TOOLS = ("main", "evaluate", "predict", "export", "compare", "convert", "preview", "ablate")
+TOOLS = ("train", "evaluate", "predict", "export", "compare", "convert", "preview", "ablate")
 
 
 def tool(name):
-    return importlib.import_module(f"ferjax.tools.{name}").main
+    return importlib.import_module(f"ferjax.cli.{name}").main
 
 
 @pytest.mark.parametrize("name", TOOLS)
 def test_help_exits_zero_and_lists_every_flag(name, capsys):
     assert call_tool(tool(name), ["--help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"usage: python -m ferjax.{name}")
-    parser_flags = {"main": ["--workdir", "--coordinator_address"], "evaluate": ["--split"],
+    assert out.startswith(f"usage: ferjax {name}")
+    parser_flags = {"train": ["--workdir", "--coordinator_address"], "evaluate": ["--split"],
                     "export": ["--format", "--batch_size"], "preview": ["--out", "--count"],
                     "ablate": ["--levers", "--seeds"]}  # fmt: skip
     for flag in parser_flags.get(name, []):
         assert flag in out, flag
-    if name in ("main", "preview", "ablate"):
+    if name in ("train", "preview", "ablate"):
         assert "--config.KEY=VALUE" in out and "configs/default.py" in out
 
 
@@ -35,12 +36,12 @@ def test_help_exits_zero_and_lists_every_flag(name, capsys):
 def test_no_arguments_prints_the_usage_in_one_line(name, capsys):
     assert call_tool(tool(name), []) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"usage: python -m ferjax.{name}") and err.count("\n") == 1
+    assert err.startswith(f"usage: ferjax {name}") and err.count("\n") == 1
 
 
 def test_unknown_config_key_names_the_nearest(capsys):
     argv = [f"--config={TINY}", "--workdir=/tmp/unused", "--config.train.num_epoch=3"]
-    assert call_tool(tool("main"), argv) == 2
+    assert call_tool(tool("train"), argv) == 2
     err = capsys.readouterr().err
     assert err == (
         "error: --config.train.num_epoch: unknown config key; did you mean 'train.num_epochs'? "
@@ -89,3 +90,38 @@ def test_override_forms_and_config_arguments(tmp_path):
         load_config(f"{path}:huge", [])
     with pytest.raises(ConfigError, match="is not a file"):
         load_config(str(tmp_path / "missing.py"), [])
+
+
+def test_ferjax_command_lists_and_dispatches_every_tool(capsys):
+    """`ferjax --help` lists every tool of ferjax.cli.TOOLS (each a module with main), `ferjax
+    <tool> --help` reaches that tool's parser, an unknown tool is one line with a suggestion."""
+    from ferjax.cli import TOOLS as COMMANDS
+    from ferjax.cli import main as ferjax_main
+
+    assert set(TOOLS) <= set(COMMANDS)
+    with pytest.raises(SystemExit) as e:
+        ferjax_main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and all(f"  {name} " in out for name in COMMANDS)
+    for name in COMMANDS:
+        assert callable(tool(name))
+    with pytest.raises(SystemExit) as e:
+        ferjax_main(["evaluate", "--help"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("usage: ferjax evaluate")
+    with pytest.raises(SystemExit) as e:
+        ferjax_main(["evalute"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err == (
+        "error: unknown tool 'evalute'; did you mean 'evaluate'? (ferjax --help lists them)\n"
+    )
+
+
+def test_module_entry_points_exit_zero_on_help():
+    """The documented entries as a user types them: python -m ferjax <tool> and
+    python -m ferjax.main."""
+    from conftest import cli
+
+    for tool_name in ("predict", "main"):
+        r = cli(tool_name, "--help")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"usage: ferjax {'train' if tool_name == 'main' else tool_name}")

@@ -167,9 +167,9 @@ def test_mixed_precision_trains(tmp_path, dtype, tiny_run):
 
 def _host_fetches(monkeypatch, workdir, num_train: int, log_every: int) -> int:
     """Device-to-host reads of the step loop during one training run: every read goes through
-    ferjax.train.fetch, which is counted here."""
-    from ferjax import train as loop
+    ferjax.training.loop.fetch, which is counted here."""
     from ferjax.data.load import load_data
+    from ferjax.training import loop
 
     config = tiny_config(
         data__synthetic__num_train=num_train,

@@ -15,16 +15,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from conftest import call_tool  # noqa: E402
 
-from ferjax import transfer  # noqa: E402
-from ferjax import weights as convert  # noqa: E402
-from ferjax.builder import build  # noqa: E402
-from ferjax.checkpoint import Checkpoints  # noqa: E402
-from ferjax.config import validate  # noqa: E402
-from ferjax.errors import CheckpointError, ConfigError  # noqa: E402
+from ferjax.cli.convert import main as convert_main  # noqa: E402
+from ferjax.config.validate import validate  # noqa: E402
+from ferjax.models import weights as convert  # noqa: E402
 from ferjax.models.imagenet import VGG16, ResNet50, TransferNet  # noqa: E402
-from ferjax.step import TrainState  # noqa: E402
-from ferjax.tools.convert import main as convert_main  # noqa: E402
-from ferjax.workdir import Workdir  # noqa: E402
+from ferjax.runtime.errors import CheckpointError, ConfigError  # noqa: E402
+from ferjax.runtime.workdir import Workdir  # noqa: E402
+from ferjax.training import transfer  # noqa: E402
+from ferjax.training.checkpoint import Checkpoints  # noqa: E402
+from ferjax.training.program import build  # noqa: E402
+from ferjax.training.step import TrainState  # noqa: E402
 
 TOL = 1e-4
 

@@ -11,8 +11,8 @@ import pytest
 from conftest import cli, tiny_config, untrained_run
 from PIL import Image
 
-from ferjax.errors import ConfigError
-from ferjax.inference import load_run
+from ferjax.deploy.inference import load_run
+from ferjax.runtime.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def _report():
 
 
 def test_progress_plain_lines_and_epoch_summary():
-    from ferjax.progress import Progress
+    from ferjax.runtime.progress import Progress
 
     out = io.StringIO()
     p = Progress(2, 4, 32, verbosity=1, log_seconds=1e-6, stream=out, is_main=True)
@@ -69,7 +69,7 @@ def test_progress_plain_lines_and_epoch_summary():
 
 
 def test_progress_bar_on_tty_quiet_and_verbose():
-    from ferjax.progress import Progress
+    from ferjax.runtime.progress import Progress
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -107,7 +107,7 @@ def test_progress_bar_on_tty_quiet_and_verbose():
 
 @pytest.mark.parametrize("key,value", [("verbosity", 3), ("progress_seconds", 0.0)])
 def test_progress_config_validated(key, value):
-    from ferjax.config import validate
+    from ferjax.config.validate import validate
 
     with pytest.raises(ConfigError, match=f"train.{key}"):
         validate(tiny_config(**{f"train__{key}": value}))
@@ -155,7 +155,7 @@ def _png_size(path):
 
 @pytest.mark.slow
 def test_figures_written_at_end_of_training(workdir):
-    from ferjax import plots
+    from ferjax.evaluation import plots
 
     px = lambda size: (round(size[0] * plots.DPI), round(size[1] * plots.DPI))  # noqa: E731
     assert _png_size(workdir / "training_curves.png") == (1100, 400)
@@ -166,7 +166,7 @@ def test_figures_written_at_end_of_training(workdir):
 
 
 def test_confident_mistakes_order():
-    from ferjax.plots import confident_mistakes
+    from ferjax.evaluation.plots import confident_mistakes
 
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     idx, conf = confident_mistakes(np.array([1, 1, 1, 0]), probs)
@@ -178,7 +178,7 @@ def test_confident_mistakes_order():
 
 @pytest.mark.slow
 def test_evaluate_reproduces_training_report(workdir, capsys):
-    from ferjax.tools.evaluate import main
+    from ferjax.cli.evaluate import main
 
     assert main(["--workdir", str(workdir), "--no_figures"]) == 0
     final = json.loads((workdir / "report.json").read_text())
@@ -191,9 +191,9 @@ def test_evaluate_reproduces_training_report(workdir, capsys):
 
 @pytest.mark.slow
 def test_evaluate_other_split_and_data_file(workdir, tmp_path, capsys):
-    from ferjax.data.fer2013 import write_fer2013_csv
-    from ferjax.data.synthetic import make_synthetic
-    from ferjax.tools.evaluate import evaluate
+    from ferjax.cli.evaluate import evaluate
+    from ferjax.data.sources.fer2013 import write_fer2013_csv
+    from ferjax.data.sources.synthetic import make_synthetic
 
     # The run's own val split, with flip TTA and the latest checkpoint.
     report, path = evaluate(str(workdir), "val", "flip", "latest", figures=True)
@@ -234,8 +234,8 @@ def test_cli_errors_are_one_line(tmp_path):
 def _detected_face(trained):
     """A procedural happy face, upscaled to 160x160 and pasted at (200, 100) into a noisy
     480x360 photo, that the Haar cascade finds (it finds about half of them)."""
-    from ferjax.data.synthetic import render_faces
-    from ferjax.faces import detect_faces, face_detector
+    from ferjax.data.sources.synthetic import render_faces
+    from ferjax.deploy.faces import detect_faces, face_detector
 
     rng = np.random.default_rng(0)
     detector = face_detector()
@@ -257,8 +257,8 @@ def _iou(a, b):
 
 
 def test_predict_detects_face_and_label_matches_crop(trained, fresh_run, tmp_path, capsys):
-    from ferjax.faces import crop_face
-    from ferjax.tools.predict import main
+    from ferjax.cli.predict import main
+    from ferjax.deploy.faces import crop_face
 
     photo = _detected_face(trained)
     rgb = np.stack([photo, photo // 2, photo], -1)  # colour, converted to gray like training
@@ -285,8 +285,8 @@ def test_predict_detects_face_and_label_matches_crop(trained, fresh_run, tmp_pat
 
 
 def test_predict_no_detect_and_all_failed(trained, fresh_run, tmp_path, capsys):
-    from ferjax.data.synthetic import render_faces
-    from ferjax.tools.predict import main
+    from ferjax.cli.predict import main
+    from ferjax.data.sources.synthetic import render_faces
 
     faces = render_faces(np.array([3, 5]), np.random.default_rng(1))
     Image.fromarray(faces[0]).save(tmp_path / "a.png")
@@ -310,7 +310,7 @@ def test_predict_no_detect_and_all_failed(trained, fresh_run, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_export_savedmodel_matches_jax(trained, tmp_path):
-    from ferjax.serving import check_images, export_savedmodel, savedmodel_probs
+    from ferjax.deploy.serving import check_images, export_savedmodel, savedmodel_probs
 
     out = export_savedmodel(trained, str(tmp_path / "sm"))
     images = check_images(trained, 5)
@@ -325,9 +325,9 @@ def test_export_savedmodel_matches_jax(trained, tmp_path):
 
 
 def test_compare_table_and_plot(tmp_path, capsys):
+    from ferjax.cli.compare import main
     from ferjax.data.dataset import FER2013_CLASSES
-    from ferjax.metrics import classification_report
-    from ferjax.tools.compare import main
+    from ferjax.evaluation.metrics import classification_report
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 7, 64)

@@ -1,4 +1,4 @@
-"""ferjax.ops.winograd and WinogradConv: values and all gradients equal XLA's convolution."""
+"""ferjax.models.ops.winograd and WinogradConv: values and all gradients equal XLA's convolution."""
 
 import flax.linen as nn
 import jax
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from jax import lax
 
+from ferjax.models.ops import winograd
 from ferjax.models.winograd_conv import WinogradConv, winograd_applies
-from ferjax.ops import winograd
 
 DN = ("NHWC", "HWIO", "NHWC")
 

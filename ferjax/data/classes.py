@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from ferjax.data.dataset import FerData, Split
-from ferjax.errors import ConfigError
+from ferjax.runtime.errors import ConfigError
 
 # Spellings used by FER2013, FER+ and common image-folder datasets -> ferjax's canonical names.
 ALIASES = {

@@ -25,7 +25,7 @@ import numpy as np
 
 from ferjax.data.classes import canonical
 from ferjax.data.dataset import FerData, Split, to_channels
-from ferjax.errors import DataFormatError, DataNotFoundError
+from ferjax.runtime.errors import DataFormatError, DataNotFoundError
 
 SPLIT_ORDER = ("train", "val", "test")
 REMOVALS = ("blank", "duplicate", "leak", "near duplicate", "label noise dropped")

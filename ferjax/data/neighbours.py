@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ferjax.errors import ConfigError
+from ferjax.runtime.errors import ConfigError
 
 FEATURES = ("pixels", "pca")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from ferjax.registry import Registry
+from ferjax.runtime.registry import Registry
 
 # data.normalize -> fn(train_images uint8[N, H, W, C]) -> (mean, std), or (None, None) for
 # per-image standardisation.

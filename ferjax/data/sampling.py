@@ -19,8 +19,8 @@ import numpy as np
 
 from ferjax.data.classes import canonical
 from ferjax.data.neighbours import FeatureSpace, adasyn_difficulty, same_class_neighbours
-from ferjax.errors import ConfigError
-from ferjax.registry import Registry
+from ferjax.runtime.errors import ConfigError
+from ferjax.runtime.registry import Registry
 
 # sampling.method -> a Method class (below).
 SAMPLERS = Registry("sampling.method")

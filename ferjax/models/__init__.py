@@ -14,7 +14,7 @@ from ferjax.models.cnn import FerCNN
 from ferjax.models.imagenet import STYLES, VGG16, ResNet50, TransferNet
 from ferjax.models.layers import resolve_conv_impl
 from ferjax.models.resnet import STEMS, ResNet
-from ferjax.registry import Registry
+from ferjax.runtime.registry import Registry
 
 MODELS = Registry("model.name")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -35,7 +35,7 @@ def _resnet(model: ml_collections.ConfigDict, num_classes: int, dtype, stage_siz
     if model.stem not in STEMS:
         raise ValueError(
             f"model.stem {model.stem!r} must be resolved to one of {STEMS} before building "
-            "(ferjax.builder.resolve_model_config)"
+            "(ferjax.training.program.resolve_model_config)"
         )
     return ResNet(
         num_classes=num_classes,
@@ -83,12 +83,12 @@ def _resnet50(model: ml_collections.ConfigDict, num_classes: int, dtype) -> Tran
     if model.style not in STYLES:
         raise ValueError(
             f"model.style {model.style!r} must be resolved to one of {STYLES} before building "
-            "(ferjax.transfer.resolve_style)"
+            "(ferjax.training.transfer.resolve_style)"
         )
     return _transfer(model, num_classes, dtype, ResNet50(style=model.style, dtype=dtype))
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int):
     """Builds the Flax module named by `config.model.name` (model.style and model.stem already
-    resolved: ferjax.builder.resolve_model_config)."""
+    resolved: ferjax.training.program.resolve_model_config)."""
     return MODELS.get(config.model.name)(config.model, num_classes, DTYPES[config.train.dtype])

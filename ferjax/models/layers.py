@@ -1,18 +1,18 @@
 """Conv and max-pool layers chosen by `model.conv_impl`, with one parameter tree for all impls.
 
 xla:  flax.linen.Conv / max_pool (XLA's own gradients; best on GPU/TPU).
-fast: StoredInputConv (flax.linen.Conv reading a stored input) / ferjax.ops.max_pool_2x2 (a
+fast: StoredInputConv (flax.linen.Conv reading a stored input) / ferjax.models.ops.max_pool_2x2 (a
       max-pool gradient ~4x faster than XLA's select_and_scatter on CPU); best on CPU when XLA's
-      convolutions run on its Eigen kernels, which ferjax.platform arranges by default.
-gemm: GemmConv / ferjax.ops.max_pool_2x2: the convolution's weight gradient as cache-sized
+      convolutions run on its Eigen kernels, which ferjax.runtime.platform arranges by default.
+gemm: GemmConv / ferjax.models.ops.max_pool_2x2: the convolution's weight gradient as cache-sized
       im2col GEMMs; best on CPU when XLA's convolutions go through YNNPACK (jaxlib 0.10's
       default, i.e. with FERJAX_CPU_TUNING=0), whose weight gradients are ~8x slower.
-winograd: ferjax.models.winograd_conv.WinogradConv / ferjax.ops.max_pool_2x2: stride-1 3x3
+winograd: ferjax.models.winograd_conv.WinogradConv / ferjax.models.ops.max_pool_2x2: stride-1 3x3
       convolutions by Winograd F(m x m, 3 x 3) (2.25-4x fewer multiplies, as batched GEMMs),
-      strided and 1x1 layers with GEMM input gradients (ferjax.ops.im2col); on one CPU device
+      strided and 1x1 layers with GEMM input gradients (ferjax.models.ops.im2col); on one CPU device
       1.4-1.5x `fast` per train step (bench/README.md). Its batch loop (lax.map over chunks of
       images) would gather a batch-sharded input, so auto keeps `fast` on several devices.
-auto: on CPU when XLA's convolutions are tuned (ferjax.platform.xla_cpu_convs_tuned()):
+auto: on CPU when XLA's convolutions are tuned (ferjax.runtime.platform.xla_cpu_convs_tuned()):
       winograd for a model whose widest 3x3 layer has >= WINOGRAD_MIN_WIDTH channels, on one
       device; otherwise fast. Untuned: gemm. Any other backend: xla. Winograd's programs take
       2-3x longer to compile (~6 s more for a train step on 2 cores), which a narrow model's
@@ -29,12 +29,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ferjax import platform
 from ferjax.models.conv_base import ConvBase
+from ferjax.models.ops import conv2d, max_pool_2x2
+from ferjax.models.ops.im2col import stored
 from ferjax.models.winograd_conv import WinogradConv
-from ferjax.ops import conv2d, max_pool_2x2
-from ferjax.ops.im2col import stored
-from ferjax.registry import Registry
+from ferjax.runtime import platform
+from ferjax.runtime.registry import Registry
 
 # model.conv_impl -> ConvImpl; "auto" picks one per platform (resolve_conv_impl).
 CONV_IMPLS = Registry("model.conv_impl")
@@ -64,7 +64,7 @@ def resolve_conv_impl(
 
 class GemmConv(ConvBase):
     """Drop-in for nn.Conv (NHWC, HWIO 'kernel', optional 'bias', same init and dtype rules)
-    whose weight gradient runs through ferjax.ops.conv2d."""
+    whose weight gradient runs through ferjax.models.ops.conv2d."""
 
     def convolve(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
         return conv2d(x, kernel, tuple(self.strides), self.padding)

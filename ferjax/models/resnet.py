@@ -6,7 +6,7 @@ Two stems, chosen by input size (`model.stem`, auto: imagenet from 96 px):
             padded SAME;
   imagenet: torchvision's 7x7 stride-2 convolution (padding 3) and 3x3 stride-2 max-pool
             (padding 1), with every 3x3 convolution padded by 1 as torchvision does, so that
-            ImageNet weights of torchvision/timm load without an adapter (ferjax.weights).
+            ImageNet weights of torchvision/timm load without an adapter (ferjax.models.weights).
 Both share the parameter names (stem_conv, stem_bn, stage<s>_block<b>/..., head_out).
 """
 

@@ -1,9 +1,9 @@
 """WinogradConv: a drop-in for flax.linen.Conv whose 3x3 stride-1 SAME convolutions run through
-ferjax.ops.winograd (fewer multiplies on CPU), with nn.Conv's parameter tree.
+ferjax.models.ops.winograd (fewer multiplies on CPU), with nn.Conv's parameter tree.
 
 Every other convolution (1x1, strided, VALID, too few input channels for the GEMMs to pay) runs
 through lax.conv_general_dilated exactly as nn.Conv would (others="xla") or, with
-others="gemm", through ferjax.ops.im2col.strided_conv (1x1 layers as one GEMM; strided 3x3
+others="gemm", through ferjax.models.ops.im2col.strided_conv (1x1 layers as one GEMM; strided 3x3
 layers with a GEMM input gradient: XLA's gradients of both are slow on CPU; layers with fewer
 than min_in_features input channels stay on XLA). A model
 can use WinogradConv for all its layers; checkpoints interchange with nn.Conv / GemmConv models.
@@ -18,8 +18,8 @@ import jax
 from jax import lax
 
 from ferjax.models.conv_base import ConvBase
-from ferjax.ops.im2col import strided_conv
-from ferjax.ops.winograd import CHUNK_BYTES, winograd_conv3x3
+from ferjax.models.ops.im2col import strided_conv
+from ferjax.models.ops.winograd import CHUNK_BYTES, winograd_conv3x3
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -50,7 +50,7 @@ def cpu_conv(
     gemm_dtype: str = "float32",
 ) -> jax.Array:
     """WinogradConv's convolution of x [B, H, W, Cin] with kernel [KH, KW, Cin, Cout] (HWIO):
-    Winograd where winograd_applies, else ferjax.ops.im2col.strided_conv (others="gemm", >=
+    Winograd where winograd_applies, else ferjax.models.ops.im2col.strided_conv (others="gemm", >=
     min_in_features input channels: 1x1 layers as one GEMM, others with a GEMM input gradient)
     or XLA."""
     cin = x.shape[-1]
@@ -67,7 +67,8 @@ class WinogradConv(ConvBase):
     """nn.Conv for NHWC inputs x [B, H, W, Cin] -> [B, Ho, Wo, features]: parameters 'kernel'
     (HWIO [KH, KW, Cin, features], lecun_normal) and, with use_bias, 'bias' ([features], zeros).
 
-    tile: Winograd output tile (0: per layer, the fewest multiplies, ferjax.ops.winograd.auto_tile;
+    tile: Winograd output tile (0: per layer, the fewest multiplies,
+    ferjax.models.ops.winograd.auto_tile;
     2: F(2x2,3x3), as accurate as a direct convolution; 3 or 4: fewer multiplies, larger rounding
     errors). weight_grad: winograd | gemm | xla. others: xla | gemm (the non-Winograd layers).
     min_in_features: layers with fewer input channels (e.g. a grayscale stem) use XLA's

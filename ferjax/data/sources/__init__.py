@@ -1,0 +1,1 @@
+"""One reader per data format, registered in formats.py."""

@@ -1,0 +1,1 @@
+"""The shard store: decoded faces in ArrayRecord files, read by random access."""

@@ -1,0 +1,1 @@
+"""A finished run: loading it, exporting it, finding faces in photos."""

@@ -1,0 +1,195 @@
+"""Convolutions as im2col GEMMs, for the layers Winograd does not cover (strided and 1x1).
+
+XLA's CPU input gradient of a strided 3x3 convolution is a convolution with a dilated input
+(2.7x PyTorch's time for 64x48x48x64 -> 128, stride 2; bench/conv_layers.py), and its 1x1
+convolutions are not plain GEMMs. Here, with patches [rows, KH*KW*Cin] built one batch chunk
+at a time so they stay in cache:
+
+    forward  y  = patches(x) @ W                  [rows, KH*KW*Cin] x [KH*KW*Cin, Cout]
+    input    dx = col2im(dy @ W^T)                (sum of the KH*KW shifted, strided taps)
+    weight   dW = ferjax.models.ops.conv.weight_grad(x, dy)   (chunked patches^T @ dy)
+
+A 1x1 convolution needs no patches: the strided input is the GEMM operand itself.
+`strided_conv` keeps XLA's forward and weight gradient (faster than the im2col ones here) and
+takes only the input gradient from the GEMMs; `im2col_conv` does everything by GEMMs.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ferjax.models.ops.conv import DIMENSION_NUMBERS, _chunk_size, _pads, weight_grad
+
+# Target bytes of one chunk's patches [rows, KH*KW*Cin].
+CHUNK_BYTES = 4 << 20
+
+
+def _out_size(n: int, k: int, s: int, pad: tuple[int, int]) -> int:
+    return (n + pad[0] + pad[1] - k) // s + 1
+
+
+def patches(xp: jax.Array, kernel_hw, strides, out_hw) -> jax.Array:
+    """Padded xp [B, Hp, Wp, C] -> [B, Ho, Wo, KH*KW*C] (tap-major, then channel: HWIO order)."""
+    (kh, kw), (sh, sw), (ho, wo) = kernel_hw, strides, out_hw
+    b, _, _, c = xp.shape
+    taps = [
+        lax.slice(
+            xp, (0, i, j, 0), (b, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c), (1, sh, sw, 1)
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+
+
+def col2im(dp: jax.Array, kernel_hw, strides, padded_hw) -> jax.Array:
+    """Adjoint of `patches`: dp [B, Ho, Wo, KH*KW*C] -> d(xp) [B, Hp, Wp, C]."""
+    (kh, kw), (sh, sw), (hp, wp) = kernel_hw, strides, padded_hw
+    b, ho, wo, kc = dp.shape
+    c = kc // (kh * kw)
+    dp = dp.reshape(b, ho, wo, kh * kw, c)
+    out = None
+    for t in range(kh * kw):
+        i, j = divmod(t, kw)
+        cfg = (
+            (0, 0, 0),
+            (i, hp - i - sh * (ho - 1) - 1, sh - 1),
+            (j, wp - j - sw * (wo - 1) - 1, sw - 1),
+            (0, 0, 0),
+        )
+        term = lax.pad(dp[:, :, :, t], jnp.zeros((), dp.dtype), cfg)
+        out = term if out is None else out + term
+    return out
+
+
+def _forward(x, w, strides, pads):
+    kh, kw, cin, cout = w.shape
+    b, h, wd, _ = x.shape
+    ho = _out_size(h, kh, strides[0], pads[0])
+    wo = _out_size(wd, kw, strides[1], pads[1])
+    w2 = w.reshape(kh * kw * cin, cout)
+    chunk = _chunk_size(b, ho * wo * kh * kw * cin * x.dtype.itemsize, CHUNK_BYTES)
+
+    def chunk_fn(xc):
+        xp = jnp.pad(xc, ((0, 0), pads[0], pads[1], (0, 0)))
+        p = patches(xp, (kh, kw), strides, (ho, wo))
+        return lax.dot_general(p, w2, (((3,), (0,)), ((), ())))
+
+    if chunk == b:
+        return chunk_fn(x)
+    y = lax.map(chunk_fn, x.reshape(b // chunk, chunk, h, wd, cin))
+    return y.reshape(b, ho, wo, cout)
+
+
+def _input_grad(dy, w, x_shape, strides, pads):
+    kh, kw, cin, cout = w.shape
+    b, h, wd, _ = x_shape
+    _, ho, wo, _ = dy.shape
+    hp, wp = h + sum(pads[0]), wd + sum(pads[1])
+    w2t = w.reshape(kh * kw * cin, cout)
+    chunk = _chunk_size(b, ho * wo * kh * kw * cin * dy.dtype.itemsize, CHUNK_BYTES)
+
+    def chunk_fn(dyc):
+        dp = lax.dot_general(dyc, w2t, (((3,), (1,)), ((), ())))
+        dxp = col2im(dp, (kh, kw), strides, (hp, wp))
+        return dxp[:, pads[0][0] : pads[0][0] + h, pads[1][0] : pads[1][0] + wd]
+
+    if chunk == b:
+        return chunk_fn(dy)
+    dx = lax.map(chunk_fn, dy.reshape(b // chunk, chunk, ho, wo, cout))
+    return dx.reshape(x_shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x, w, strides, pads):
+    return _forward(x, w, strides, pads)
+
+
+def _conv_fwd(x, w, strides, pads):
+    return _forward(x, w, strides, pads), (x, w)
+
+
+def _conv_bwd(strides, pads, res, dy):
+    x, w = res
+    dx = _input_grad(dy, w, x.shape, strides, pads)
+    dw = weight_grad(x, dy, w.shape[:2], strides, pads)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def pointwise_conv(x: jax.Array, w: jax.Array, strides=(1, 1)) -> jax.Array:
+    """1x1 convolution x [B, H, W, Cin] (*) w [1, 1, Cin, Cout] as one 2-D GEMM of the strided
+    input [B*Ho*Wo, Cin]; autodiff gives plain GEMM gradients (dx scattered back by a padding
+    XLA fuses). The 2-D form matters: with the batch and spatial axes as three contracting
+    dimensions XLA's dW is 3x slower, and XLA's own strided 1x1 backward 8x (64x48x48x64 -> 128,
+    stride 2: 17 ms against 130 ms)."""
+    xs = x[:, :: strides[0], :: strides[1]]
+    b, ho, wo, cin = xs.shape
+    return (xs.reshape(b * ho * wo, cin) @ w[0, 0]).reshape(b, ho, wo, -1)
+
+
+def _xla_conv(x, w, strides, pads):
+    return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=DIMENSION_NUMBERS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _strided(x, w, strides, pads):
+    return _xla_conv(x, w, strides, pads)
+
+
+def stored(x: jax.Array) -> jax.Array:
+    """x, behind a conditional XLA cannot see through (a runtime predicate; both branches return
+    x exactly), so that x is materialised once and later read as stored.
+
+    Without it, XLA fuses x's producers (BatchNorm, residual adds, ReLU, back through whole
+    residual chains) into the [Cin, H, W, B] transpose of its weight gradient and recomputes
+    them there with strided reads: 211 ms for ResNet-18's 64x48x48x64 stage-2 input.
+    ferjax.models.layers.StoredInputConv reads its input through this too. One device only:
+    under SPMD partitioning the predicate (an element of the global batch) would need
+    cross-device communication."""
+    if jax.device_count() != 1:
+        return x
+    pred = jnp.isfinite(x.reshape(-1)[0])
+    return lax.cond(pred, lambda v: v, lambda v: v * 1, x)
+
+
+def _strided_fwd(x, w, strides, pads):
+    return _xla_conv(x, w, strides, pads), (stored(x), w)
+
+
+def _strided_bwd(strides, pads, res, dy):
+    x, w = res
+    dx = _input_grad(dy, w, x.shape, strides, pads)
+    dw = jax.vjp(lambda w_: _xla_conv(x, w_, strides, pads), w)[1](dy)[0]
+    return dx.astype(x.dtype), dw
+
+
+_strided.defvjp(_strided_fwd, _strided_bwd)
+
+
+def strided_conv(x: jax.Array, w: jax.Array, strides=(2, 2), padding="SAME") -> jax.Array:
+    """Strided (or any non-Winograd) convolution: XLA's forward and weight gradient, the input
+    gradient as chunked GEMMs + col2im (XLA's is a convolution over a dilated input: 60 vs
+    41 ms for 64x48x48x64 -> 128, stride 2). 1x1 kernels without padding: pointwise_conv."""
+    strides = tuple(strides)
+    pads = tuple(tuple(p) for p in _pads(x.shape[1:3], w.shape[:2], strides, padding))
+    if w.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
+        return pointwise_conv(x, w, strides)
+    return _strided(x, w, strides, pads)
+
+
+def im2col_conv(x: jax.Array, w: jax.Array, strides=(1, 1), padding="SAME") -> jax.Array:
+    """NHWC x [B, H, W, Cin] (*) HWIO w [KH, KW, Cin, Cout] -> [B, Ho, Wo, Cout] as chunked
+    im2col GEMMs (forward, input and weight gradient); the same values and gradients as
+    lax.conv_general_dilated. padding: "SAME", "VALID" or ((lo, hi), (lo, hi))."""
+    strides = tuple(strides)
+    pads = tuple(tuple(p) for p in _pads(x.shape[1:3], w.shape[:2], strides, padding))
+    if w.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
+        return pointwise_conv(x, w, strides)
+    return _conv(x, w, strides, pads)

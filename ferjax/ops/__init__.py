@@ -1,6 +1,0 @@
-"""Custom ops with gradients that XLA's CPU backend computes faster than its defaults."""
-
-from ferjax.ops.conv import conv2d, weight_grad
-from ferjax.ops.pool import max_pool_2x2
-
-__all__ = ["conv2d", "max_pool_2x2", "weight_grad"]

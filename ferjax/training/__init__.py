@@ -1,0 +1,1 @@
+"""The train step, optimisers, the program builder, the loop, checkpoints and logs."""

@@ -1,0 +1,54 @@
+"""The metric log of a run: metrics.jsonl (appended and flushed at every write, so it survives a
+kill) and TensorBoard event files (clu's writers)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import jax
+
+from ferjax.runtime.workdir import METRICS, Workdir
+
+
+class MetricLog:
+    """`write(step, split, scalars)` to metrics.jsonl (process 0) and TensorBoard.
+
+    The TensorBoard writer (clu, i.e. TensorFlow's summary ops: ~1.5 s to set up) is created at
+    the first write, after the first train step has been dispatched, together with the
+    run-start summaries given as `on_open(writer)`."""
+
+    def __init__(self, workdir: Workdir, on_open: Callable | None = None):
+        self.workdir = workdir
+        self.on_open = on_open
+        self.is_main = jax.process_index() == 0
+        self._writer = None
+        self.path = workdir.file(METRICS)
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            # clu's writers are TensorFlow: imported when the first scalars are written.
+            from ferjax.runtime.tensorflow import hide_gpus_from_tensorflow
+
+            hide_gpus_from_tensorflow()
+            from clu import metric_writers
+
+            self._writer = metric_writers.create_default_writer(
+                self.workdir.path, just_logging=not self.is_main, asynchronous=False
+            )
+            if self.on_open is not None:
+                self.on_open(self._writer)
+        return self._writer
+
+    def write(self, step: int, split: str, scalars: dict) -> None:
+        scalars = {k: float(v) for k, v in scalars.items()}
+        self.writer.write_scalars(step, {f"{split}/{k}": v for k, v in scalars.items()})
+        if self.is_main:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": step, "split": split, **scalars}) + "\n")
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()

@@ -1,0 +1,113 @@
+"""One builder for the compiled programs of a run: the initial state, the jitted train step with
+the training run's shardings, and the jitted predict function.
+
+Training, the benchmarks and the tests all call `build`, so a benchmark times exactly the
+program `python -m ferjax.main` runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from ferjax.evaluation.predict import make_predict
+from ferjax.models import create_model
+from ferjax.runtime import devices
+from ferjax.training import transfer
+from ferjax.training.optim import make_optimizer
+from ferjax.training.step import TrainState, make_train_step
+
+
+@dataclasses.dataclass
+class Program:
+    """What `build` returns.
+
+    config: the config with model.style resolved (what the model was built from).
+    state: the initial TrainState, replicated over the mesh.
+    train_step(state, data, batch) -> (state, metrics): jitted, state donated, state and
+    metrics replicated. predict(variables, images, idx) -> float32[B, K]: jitted, replicated.
+    schedule(step) -> learning rate.
+    """
+
+    config: ml_collections.ConfigDict
+    model: object
+    tx: optax.GradientTransformation
+    schedule: Callable
+    mesh: jax.sharding.Mesh
+    norm: tuple[float | None, float | None]
+    state: TrainState
+    train_step: Callable
+    predict: Callable
+
+
+# model.stem=auto: the ImageNet stem (7x7 stride 2 + max-pool) from this input size on.
+IMAGENET_STEM_FROM = 96
+
+
+def resolve_model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of `config` with model.style (resnet50: from model.init_from's source) and
+    model.stem (resnet18/34: from data.image_size) resolved, so that the model can be rebuilt
+    later from what model_info.json records, without the data or the init_from file."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    if config.model.name == "resnet50":
+        config.model.style = transfer.resolve_style(config)
+    if config.model.stem == "auto":
+        big = config.data.image_size >= IMAGENET_STEM_FROM
+        config.model.stem = "imagenet" if big else "small"
+    return config
+
+
+def init_state(model, tx, seed: int, image_shape: tuple[int, int, int], mesh) -> TrainState:
+    """The initial TrainState (parameters from `seed`), placed replicated on the mesh."""
+
+    def init():
+        key = jax.random.PRNGKey(seed)
+        dummy = jnp.zeros((1, *image_shape), jnp.float32)
+        variables = model.init({"params": key, "dropout": key}, dummy, train=False)
+        params = variables["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=tx.init(params),
+            lr_scale=jnp.ones((), jnp.float32),
+        )
+
+    return jax.jit(init, out_shardings=devices.replicated(mesh))()
+
+
+def build(
+    config: ml_collections.ConfigDict,
+    *,
+    num_classes: int,
+    image_shape: tuple[int, int, int],
+    steps_per_epoch: int,
+    norm: tuple[float | None, float | None],
+    mesh: jax.sharding.Mesh | None = None,
+    model=None,
+) -> Program:
+    """Model, optimiser, initial state and the jitted programs for `config`.
+
+    image_shape: (H, W, C) of the uint8 inputs; steps_per_epoch: for the schedule and the
+    unfreeze step; norm: input normalisation (ferjax.data.preprocess.normalization); model: a
+    Flax module to use instead of the config's `model.name` (tests of the step)."""
+    mesh = mesh or devices.make_mesh()
+    config = resolve_model_config(config)
+    model = create_model(config, num_classes) if model is None else model
+    tx, schedule = make_optimizer(config, steps_per_epoch)
+    state = init_state(model, tx, config.train.seed, image_shape, mesh)
+    step_fn = make_train_step(
+        model, tx, config, norm, transfer.make_keep_frozen_stats(config, steps_per_epoch)
+    )
+    replicated = devices.replicated(mesh)
+    train_step = jax.jit(step_fn, out_shardings=(replicated, replicated), donate_argnums=(0,))
+    predict = jax.jit(
+        make_predict(model, norm, config.eval.tta, config.data.median_filter, config.eval.tta_crop),
+        out_shardings=replicated,
+    )
+    return Program(config, model, tx, schedule, mesh, norm, state, train_step, predict)
