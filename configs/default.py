@@ -114,6 +114,9 @@ def get_config() -> ml_collections.ConfigDict:
     model.cnn_convs_per_stage = 2
     model.cnn_hidden = 512
     model.conv_dropout = 0.1
+    # cnn head: auto (above 48 px the last feature map is average-pooled to the side it has at
+    # 48 px, so the head and its initialisation are the same at every input size) | flatten.
+    model.cnn_head = "auto"
     # resnet*: width of the first stage (64 = the standard ResNet widths 64/128/256/512).
     model.width = 64
     # resnet18/34 stem: small (3x3 stride 1, no max-pool: 48x48 faces) | imagenet (torchvision's
@@ -168,6 +171,9 @@ def get_config() -> ml_collections.ConfigDict:
     # step schedule: epochs (comma-separated) at which the rate is multiplied by step_factor.
     optim.step_epochs = ""
     optim.step_factor = 0.1
+    # Sharpness-aware minimisation (Foret et al. 2021) around any optimiser: the gradient is
+    # taken at params + rho * g / |g| (one extra forward/backward per step); 0 = off.
+    optim.sam_rho = 0.0
     # Clip gradients to this global norm (0 = off). With model.freeze, the norm is taken over
     # the trainable and the frozen group separately.
     optim.grad_clip_norm = 0.0
@@ -222,6 +228,14 @@ def get_config() -> ml_collections.ConfigDict:
     train.nan_lr_factor = 0.5
     # Test hook: make the loss of this step NaN while the learning-rate scale is 1 (0 = off).
     train.debug_nan_step = 0
+    # Exponential moving average of the parameters (and BatchNorm statistics), updated every
+    # step: ema = decay * ema + (1 - decay) * params; 0 = off. When on, validation, the best
+    # checkpoint, the test report and exports use the averaged weights; it is checkpointed and
+    # resumed bitwise. 0.999 suits runs of a few thousand steps.
+    train.ema_decay = 0.0
+    # Early stopping: stop when train.best_metric has not improved for this many epochs
+    # (0 = off); the test report then uses the best checkpoint as always.
+    train.patience = 0
     # Epoch after which the model.freeze groups start training (at optim.backbone_lr_scale times
     # the learning rate), within the same run; 0 = never.
     train.unfreeze_at_epoch = 0
@@ -260,6 +274,29 @@ def get_config() -> ml_collections.ConfigDict:
     # Dimensions of the pca feature space.
     sampling.pca_components = 64
 
+    # ---------------------------------------------------------------- loss
+    config.loss = loss = ml_collections.ConfigDict()
+    # The training loss (ferjax/training/losses.py; each works with soft targets from label
+    # smoothing, mixup/cutmix, SMOTE interpolation and FER+ vote probabilities, and with every
+    # sampler): cross_entropy | focal (Lin et al. 2017: (1 - p)^gamma down-weights easy
+    # examples) | class_balanced (Cui et al. 2019: class weights (1 - beta) / (1 - beta^n_c),
+    # normalised to mean 1 over classes) | logit_adjusted (Menon et al. 2021: cross-entropy of
+    # logits + tau * log prior) | balanced_softmax (Ren et al. 2020: logits + log prior) | ldam
+    # (Cao et al. 2019: the true class's logit lowered by a margin proportional to n_c^(-1/4),
+    # the largest max_margin, logits scaled by scale; with deferred re-weighting from drw_epoch).
+    # The class prior is that of the training records after sampling (resampling and class
+    # weights included); the log says which prior a run used.
+    loss.name = "cross_entropy"
+    loss.gamma = 2.0  # focal
+    loss.beta = 0.9999  # class_balanced, and ldam's deferred re-weighting
+    loss.tau = 1.0  # logit_adjusted
+    loss.max_margin = 0.5  # ldam
+    loss.scale = 30.0  # ldam: logits scaled by this (the s of the paper)
+    # Deferred re-weighting (ldam, or any loss): class-balanced weights (loss.beta) switched on
+    # from this epoch (0-based); 0 = off for every loss but ldam, whose default is then 0.8 x
+    # train.num_epochs. -1 = never.
+    loss.drw_epoch = 0
+
     # ---------------------------------------------------------------- augmentation
     config.augment = augment = ml_collections.ConfigDict()
     # Chain of on-device ops, "|"-separated, each with optional k=v arguments, applied inside
@@ -268,6 +305,8 @@ def get_config() -> ml_collections.ConfigDict:
     #     rotate(degrees) | brightness(delta) | contrast(lower, upper) | gamma(lower, upper) |
     #     noise(std) | blur(sigma, p) | erase(p, min_area, max_area) (random erasing);
     #   per batch, soft targets: mixup(alpha) | cutmix(alpha, p).
+    #   automatic policies: trivial_augment (one op of a fixed list, random magnitude) |
+    #     rand_augment(n, m) (n ops of the list, magnitude m of 30).
     # Example: "flip|shift(pad=4)|rotate(degrees=10)|erase(p=0.5)". Empty = no augmentation.
     augment.ops = "flip|shift(pad=4)"
 
@@ -278,5 +317,13 @@ def get_config() -> ml_collections.ConfigDict:
     # mirrors). report.json records which one produced the numbers.
     eval_.tta = "none"
     eval_.tta_crop = 0.9
+    # Post-hoc logit adjustment (Menon et al. 2021) at evaluation: the predicted class is the
+    # argmax of log p - tau * log prior (the training prior); 0 = off; "auto" picks tau in
+    # 0..2 on the validation split by train.best_metric. report.json records the tau used.
+    eval_.logit_adjust_tau = "0"
+    # Device memory one evaluation call may use for its views' activations (MiB); 0 = auto
+    # (a quarter of the device's memory, or of the host's available memory on CPU). The views
+    # of test-time augmentation are classified in chunks that fit, whatever the model and size.
+    eval_.memory_budget_mb = 0
 
     return config

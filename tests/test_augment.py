@@ -192,3 +192,116 @@ def test_preview_grid_rows_are_originals_then_draws():
     assert grid.shape == (3 * 48, 3 * 48, 1) and grid.dtype == np.uint8
     np.testing.assert_array_equal(grid[:48, :48], images[0])
     np.testing.assert_array_equal(grid[48:96, 48:96], images[1][:, ::-1])
+
+
+# ----------------------------------------------------------------------- automatic policies
+
+
+def faces(b, h, w, c, seed=0):
+    """float32[b, h, w, c] smooth-ish test images in 0..255."""
+    rng = np.random.default_rng(seed)
+    base = np.linspace(30, 220, h * w, dtype=np.float32).reshape(1, h, w, 1)
+    return jnp.asarray(np.clip(base + rng.uniform(-30, 30, (b, h, w, c)), 0, 255), jnp.float32)
+
+
+def test_policies_parse_and_check_their_arguments():
+    assert A.parse_ops("trivial_augment") == [("trivial_augment", {})]
+    chain = A.parse_ops("flip|rand_augment(n=2, m=9)")
+    assert chain == [("flip", {}), ("rand_augment", {"n": 2, "m": 9})]
+    assert type(chain[1][1]["n"]) is int and type(chain[1][1]["m"]) is int
+    assert A.parse_ops("rand_augment") == [("rand_augment", {})]
+    with pytest.raises(ConfigError) as e:
+        A.parse_ops("rand_augment(m=9.5)")
+    assert str(e.value) == "augment.ops: rand_augment(m=...) must be an integer, got '9.5'"
+    with pytest.raises(ConfigError) as e:
+        A.parse_ops("rand_augment(n=two)")
+    assert str(e.value) == "augment.ops: rand_augment(n=...) must be an integer, got 'two'"
+    with pytest.raises(ConfigError) as e:
+        A.parse_ops("rand_augment(m=31)")
+    assert str(e.value) == "augment.ops: rand_augment(m=...) must be in 0..30, got 31"
+    with pytest.raises(ConfigError) as e:
+        A.parse_ops("rand_augment(n=-1)")
+    assert str(e.value) == "augment.ops: rand_augment(n=...) must be >= 0, got -1"
+    with pytest.raises(ConfigError) as e:
+        A.parse_ops("trivial_augment(m=3)")
+    assert str(e.value) == "augment.ops: trivial_augment has no argument 'm' (it takes none)"
+
+
+def test_policy_op_lists():
+    gray, colour = A.policy_ops(1), A.policy_ops(3)
+    assert "identity" in gray and "saturation" not in gray and "hue" not in gray
+    assert colour == gray + ["saturation", "hue"]
+    # Every op is the identity at level 0 and keeps shape and dtype at level 1.
+    for c in (1, 3):
+        x = faces(1, 48, 40, c)[0]
+        for name in A.policy_ops(c):
+            fn = A.POLICY_OPS[name][0]
+            np.testing.assert_allclose(fn(x, KEY, 0.0), x, atol=1e-2, err_msg=name)
+            out = fn(x, KEY, 1.0)
+            assert out.shape == x.shape and out.dtype == x.dtype, name
+            if name != "identity":
+                assert not np.allclose(out, x, atol=1e-2), name
+
+
+@pytest.mark.parametrize("c", [1, 3])
+@pytest.mark.parametrize("spec", ["trivial_augment", "rand_augment(n=2, m=9)"])
+def test_policies_shape_range_and_determinism(spec, c):
+    ((name, params),) = A.parse_ops(spec)
+    op = A.OPS.get(name).fn
+    run = jax.jit(jax.vmap(lambda x, k: op(x, k, **params)))
+    x = faces(32, 48, 48, c)
+    keys = jax.random.split(KEY, 32)
+    out = run(x, keys)
+    assert out.shape == x.shape and out.dtype == jnp.float32
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 255.0
+    np.testing.assert_array_equal(out, run(x, keys))  # same keys, same output
+    same = run(jnp.broadcast_to(x[:1], x.shape), keys)  # one image, 32 keys
+    changes = np.asarray(jnp.abs(same - x[0]).mean(axis=(1, 2, 3)))
+    assert len(np.unique(changes.round(3))) >= 16  # the draw varies per example
+    # Per example: the unbatched op with the same key.
+    one = jax.jit(lambda x, k: op(x, k, **params))
+    np.testing.assert_allclose(out[5], one(x[5], keys[5]), atol=1e-3)
+
+
+def test_trivial_augment_draws_one_op_of_the_list():
+    """trivial_augment(x, key) is POLICY_OPS[i](x, k, level) with i and level drawn from key,
+    and the drawn op varies over examples."""
+    x = faces(1, 48, 48, 3)[0]
+    names = A.policy_ops(3)
+    drawn = set()
+    for seed in range(32):
+        key = jax.random.PRNGKey(seed)
+        k_level, k_draw = jax.random.split(key)
+        k_op, k_args = jax.random.split(k_draw)
+        i = int(jax.random.randint(k_op, (), 0, len(names)))
+        level = jax.random.uniform(k_level, ())
+        expected = jnp.clip(A.POLICY_OPS[names[i]][0](x, k_args, level), 0, 255)
+        np.testing.assert_allclose(A.trivial_augment(x, key), expected, atol=1e-3)
+        drawn.add(names[i])
+    assert len(drawn) >= 6
+
+
+def test_rand_augment_magnitude_scales_the_change():
+    x = faces(32, 48, 48, 1)
+    keys = jax.random.split(KEY, 32)
+
+    def change(m):
+        out = jax.jit(jax.vmap(lambda i, k: A.rand_augment(i, k, n=2, m=m)))(x, keys)
+        return float(jnp.abs(out - x).mean())
+
+    weak, strong = change(0), change(30)
+    assert weak < 0.1 and strong > 10.0
+    np.testing.assert_array_equal(A.rand_augment(x[0], KEY, n=0), x[0])
+
+
+@pytest.mark.parametrize("shape", [(8, 48, 48, 1), (4, 64, 64, 3)])
+def test_policies_run_in_the_chain(shape):
+    x = faces(*shape)
+    t = jax.nn.one_hot(jnp.arange(shape[0]) % 7, 7)
+    aug = jax.jit(A.make_augment("flip|trivial_augment|rand_augment(n=2, m=9)|mixup"))
+    a1, t1 = aug(x, t, KEY)
+    a2, _ = aug(x, t, KEY)
+    a3, _ = aug(x, t, jax.random.PRNGKey(1))
+    assert a1.shape == x.shape and a1.dtype == jnp.float32 and t1.shape == t.shape
+    assert float(a1.min()) >= 0.0 and float(a1.max()) <= 255.0
+    assert np.array_equal(a1, a2) and not np.array_equal(a1, a3)

@@ -19,6 +19,7 @@ from ferjax.runtime.registry import Registry
 from ferjax.training import step as S
 from ferjax.training.checkpoint import check_config_unchanged, config_differences
 from ferjax.training.loop import Intervals, one_hot_targets
+from ferjax.training.losses import LossContext
 from ferjax.training.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from ferjax.training.program import build
 
@@ -81,7 +82,8 @@ def test_label_smoothing_and_loss_weights():
     np.testing.assert_allclose(S.smooth_labels(t, 0.2), [[0.05, 0.85, 0.05, 0.05]])
     logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
     targets = jnp.eye(3)[jnp.array([0, 2])]
-    loss, per = S.weighted_loss(logits, targets, jnp.array([1.0, 3.0]))
+    ctx = LossContext(prior=jnp.ones(3) / 3, counts=jnp.ones(3), drw=False)
+    loss, per = S.training_loss(logits, targets, jnp.array([1.0, 3.0]), ctx, "cross_entropy")
     np.testing.assert_allclose(per, optax.softmax_cross_entropy(logits, targets))
     np.testing.assert_allclose(loss, (per[0] + 3 * per[1]) / 2)
 

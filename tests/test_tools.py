@@ -125,3 +125,21 @@ def test_module_entry_points_exit_zero_on_help():
         r = cli(tool_name, "--help")
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"usage: ferjax {'train' if tool_name == 'main' else tool_name}")
+
+
+def test_out_of_memory_is_one_line_saying_what_to_lower(capsys):
+    """A real allocation failure of XLA (16 TiB on this machine) ends in one line naming the
+    failed allocation and the settings to lower, exit 4, no traceback."""
+    import jax.numpy as jnp
+
+    from ferjax.cli.flags import run
+
+    def main(argv):
+        jnp.zeros((2**42,), jnp.float32).block_until_ready()
+
+    with pytest.raises(SystemExit) as e:
+        run(main, [])
+    err = capsys.readouterr().err
+    assert e.value.code == 4 and err.count("\n") == 1
+    assert err.startswith("error: out of memory (RESOURCE_EXHAUSTED: Out of memory allocating")
+    assert "lower train.batch_size, train.eval_batch_size" in err and "Traceback" not in err

@@ -19,6 +19,7 @@ TOOLS = {
     "compare": ("compare", "compare the reports of several runs"),
     "preview": ("preview", "draw a grid of augmented training faces"),
     "ablate": ("ablate", "run a recipe with each lever changed one at a time"),
+    "study": ("study", "compare class-imbalance remedies on your data over several seeds"),
 }
 
 

@@ -6,6 +6,11 @@ value (a lever is a named set of config overrides, defined once in LEVERS). Ever
 ordinary ferjax run in its own sub-workdir (DIR/<variant>/seed<k>), so re-running skips the
 finished ones and resumes the interrupted ones. Writes ablation.md, ablation.json and
 ablation.png (per-class recall deltas per lever) in the workdir.
+
+The machinery is shared with `ferjax study` (ferjax/cli/study.py): `check_keys` and
+`run_variants` (validate, then run locally / print / write a SLURM array, any named set of
+variants over seeds), `summarise` (mean/std/delta vs a named base variant) and
+`markdown_table`.
 """
 
 from __future__ import annotations
@@ -63,19 +68,25 @@ def _cli_value(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def check_keys(config, overrides: dict, what: str) -> None:
+    """Fails in one line when an override names a key the config does not have. what: e.g.
+    "lever cleaning" (starts the message)."""
+    for key in overrides:
+        try:
+            _get(config, key)
+        except KeyError:
+            raise ConfigError(
+                f"{what}: unknown config key {key!r} (not in the recipe's config)"
+            ) from None
+
+
 def plan_variants(config, levers: list[str]) -> dict[str, dict]:
     """{variant: overrides}; 'recipe' has none. Unknown levers or keys fail in one line."""
     variants = {"recipe": {}}
     for lever in levers:
         if lever not in LEVERS:
             raise ConfigError(f"--levers: unknown lever {lever!r}; known: {', '.join(LEVERS)}")
-        for key in LEVERS[lever]:
-            try:
-                _get(config, key)
-            except KeyError:
-                raise ConfigError(
-                    f"lever {lever}: unknown config key {key!r} (not in the recipe's config)"
-                ) from None
+        check_keys(config, LEVERS[lever], f"lever {lever}")
         changes = {k: v for k, v in LEVERS[lever].items() if _get(config, k) != v}
         if changes:
             variants[f"no_{lever}"] = changes
@@ -124,12 +135,12 @@ def run_local(jobs: list[tuple[str, list[str]]], parallel: int) -> None:
         raise FerjaxError(f"{len(failed)} variant(s) failed, see the log {failed[0]}.log")
 
 
-def slurm_array(jobs: list[tuple[str, list[str]]], workdir: str) -> str:
+def slurm_array(jobs: list[tuple[str, list[str]]], workdir: str, job_name="ferjax-ablate") -> str:
     """A SLURM job-array script, one task per variant/seed (same sbatch options as
     launch/slurm.sh)."""
     lines = [
         "#!/usr/bin/env bash",
-        "#SBATCH --job-name=ferjax-ablate",
+        f"#SBATCH --job-name={job_name}",
         f"#SBATCH --array=0-{len(jobs) - 1}",
         "#SBATCH --ntasks=1",
         "#SBATCH --gpus=1",
@@ -148,9 +159,18 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def summarise(workdir: str, variants: list[str], seeds: int) -> dict:
-    """Reads every report.json; mean, std and delta vs the recipe for each metric and for
-    each class's recall."""
+def summarise(
+    workdir: str,
+    variants: list[str],
+    seeds: int,
+    base: str = "recipe",
+    optional: tuple[str, ...] = (),
+) -> dict:
+    """Reads every WORKDIR/<variant>/seed<k>/report.json; mean, std (over seeds, ddof=1; 0 for
+    one seed) and delta vs the `base` variant (± its standard error) for each of METRICS, each
+    of `optional` that every report of both the variant and the base has (e.g. "ece"), and each
+    class's recall ("recall_<class>"). Variants without any report are left out; no report of
+    the base gives {"rows": {}}."""
     rows = {}
     for v in variants:
         reports = []
@@ -162,38 +182,50 @@ def summarise(workdir: str, variants: list[str], seeds: int) -> dict:
         if not reports:
             continue
         classes = reports[0]["class_names"]
-        values = {m: [r[m] for r in reports] for m in METRICS}
+        metrics = list(METRICS) + [m for m in optional if all(m in r for r in reports)]
+        values = {m: [r[m] for r in reports] for m in metrics}
         for c in classes:
             values[f"recall_{c}"] = [r["per_class"][c]["recall"] for r in reports]
         rows[v] = {"seeds": len(reports), "values": values, "class_names": classes}
-    if "recipe" not in rows:
+    if base not in rows:
         return {"rows": {}}
-    base = rows["recipe"]["values"]
+    bvalues = rows[base]["values"]
     for row in rows.values():
+        row["values"] = {m: vals for m, vals in row["values"].items() if m in bvalues}
         row["mean"], row["std"], row["delta"], row["delta_std"] = {}, {}, {}, {}
         for m, vals in row["values"].items():
             mean, std = _mean_std(vals)
-            bmean, bstd = _mean_std(base[m])
+            bmean, bstd = _mean_std(bvalues[m])
             row["mean"][m], row["std"][m] = mean, std
             row["delta"][m] = mean - bmean
-            row["delta_std"][m] = float(np.sqrt(std**2 / len(vals) + bstd**2 / len(base[m])))
-    return {"rows": rows, "class_names": rows["recipe"]["class_names"]}
+            row["delta_std"][m] = float(np.sqrt(std**2 / len(vals) + bstd**2 / len(bvalues[m])))
+    return {"rows": rows, "class_names": rows[base]["class_names"], "base": base}
 
 
-def markdown_table(summary: dict) -> str:
+def markdown_table(
+    summary: dict, cols: list[str] | None = None, deltas: bool = True, label: str = "variant"
+) -> str:
+    """One row per variant: mean (± std over seeds when it is not 0), and with `deltas` the
+    change vs the base (± its standard error). cols: default METRICS and each class's recall;
+    a metric a row lacks shows as n/a."""
     rows = summary["rows"]
-    cols = list(METRICS) + [f"recall_{c}" for c in summary["class_names"]]
+    base = summary.get("base", "recipe")
+    if cols is None:
+        cols = list(METRICS) + [f"recall_{c}" for c in summary["class_names"]]
     out = [
-        "| variant | seeds | " + " | ".join(cols) + " |",
+        f"| {label} | seeds | " + " | ".join(cols) + " |",
         "| --- | --- | " + " | ".join("---" for _ in cols) + " |",
     ]
     for v, row in rows.items():
         cells = []
         for m in cols:
+            if m not in row["mean"]:
+                cells.append("n/a")
+                continue
             cell = f"{row['mean'][m]:.3f}"
             if row["std"][m]:
                 cell += f" ± {row['std'][m]:.3f}"
-            if v != "recipe":
+            if deltas and v != base:
                 cell += f" ({row['delta'][m]:+.3f}"
                 cell += f" ± {row['delta_std'][m]:.3f})" if row["delta_std"][m] else ")"
             cells.append(cell)
@@ -203,7 +235,7 @@ def markdown_table(summary: dict) -> str:
 
 def chart(summary: dict, path: str) -> None:
     """Per-class recall deltas per lever (with standard errors), as PNG."""
-    rows = {v: r for v, r in summary["rows"].items() if v != "recipe"}
+    rows = {v: r for v, r in summary["rows"].items() if v != summary.get("base", "recipe")}
     cols = ["balanced_accuracy"] + [f"recall_{c}" for c in summary["class_names"]]
     fig, ax = plots.plt.subplots(figsize=(2 + 1.6 * max(len(rows), 1), 4))
     width = 0.8 / len(cols)
@@ -225,9 +257,25 @@ def chart(summary: dict, path: str) -> None:
     plots.save(fig, path)
 
 
-def ablate(config, config_path, user_overrides, workdir, levers, seeds, parallel, launcher):
-    """Plans, runs (or prints / writes as a SLURM array) and summarises the ablation."""
-    variants = plan_variants(config, levers)
+def run_variants(
+    config,
+    config_path,
+    user_overrides,
+    workdir,
+    variants: dict[str, dict],
+    seeds,
+    parallel,
+    launcher,
+    name: str = "ablation",
+) -> bool:
+    """Validates every variant (the config with its overrides), then runs the unfinished
+    variant/seed runs (WORKDIR/<variant>/seed<k>) `parallel` at a time (launcher local), prints
+    their commands (print) or writes them as WORKDIR/<name>.sbatch (slurm). True when the
+    results are ready to summarise (local, all runs finished)."""
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"--launcher: got {launcher!r}, expected one of {', '.join(LAUNCHERS)}")
+    if parallel < 1:
+        raise ConfigError(f"--parallel: got {parallel}, expected at least 1")
     for overrides in variants.values():
         variant = config.copy_and_resolve_references()
         variant.unlock()
@@ -235,9 +283,9 @@ def ablate(config, config_path, user_overrides, workdir, levers, seeds, parallel
             set_override(variant, k, _cli_value(v))
         validate(variant)
     jobs = []
-    for name, overrides in variants.items():
+    for variant, overrides in variants.items():
         for seed in range(seeds):
-            wd = os.path.join(workdir, name, f"seed{seed}")
+            wd = os.path.join(workdir, variant, f"seed{seed}")
             if os.path.exists(os.path.join(wd, "report.json")):
                 print(f"skip {wd} (finished)")
                 continue
@@ -246,15 +294,26 @@ def ablate(config, config_path, user_overrides, workdir, levers, seeds, parallel
     if launcher == "print":
         for _, cmd in jobs:
             print(shlex.join(cmd))
-        return None
+        return False
     if launcher == "slurm":
-        script = os.path.join(workdir, "ablation.sbatch")
+        script = os.path.join(workdir, f"{name}.sbatch")
         with open(script, "w") as f:
-            f.write(slurm_array(jobs, workdir))
+            f.write(slurm_array(jobs, workdir, job_name=f"ferjax-{name}"))
         print(f"wrote {script}; submit with: sbatch {script}; then re-run this command")
-        return None
+        return False
     run_local(jobs, parallel)
-    summary = summarise(workdir, list(variants), seeds)
+    return True
+
+
+def ablate(config, config_path, user_overrides, workdir, levers, seeds, parallel, launcher):
+    """Plans, runs (or prints / writes as a SLURM array) and summarises the ablation."""
+    variants = plan_variants(config, levers)
+    ready = run_variants(
+        config, config_path, user_overrides, workdir, variants, seeds, parallel, launcher
+    )
+    if not ready:
+        return None
+    summary = summarise(workdir, list(variants), seeds, base="recipe")
     table = markdown_table(summary)
     with open(os.path.join(workdir, "ablation.md"), "w") as f:
         f.write(

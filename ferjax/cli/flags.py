@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 
 from ferjax.config.overrides import load_config
-from ferjax.runtime.errors import ConfigError, FerjaxError, Preempted
+from ferjax.runtime.errors import ConfigError, FerjaxError, Preempted, out_of_memory
 
 OVERRIDE = "--config."
 
@@ -119,4 +119,10 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    except (MemoryError, RuntimeError) as e:  # XLA's allocation failures are RuntimeErrors
+        oom = out_of_memory(e)
+        if oom is None:
+            raise
+        sys.stderr.write(f"error: {oom}\n")
+        sys.exit(oom.exit_code)
     sys.exit(code or 0)

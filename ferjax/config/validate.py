@@ -20,12 +20,14 @@ from ferjax.data.sources.formats import FORMATS, TFDS_CONFIGS
 from ferjax.data.sources.rows import ON_ERROR
 from ferjax.evaluation.predict import BEST_METRICS
 from ferjax.models import DTYPES, MODELS
+from ferjax.models.cnn import HEADS
 from ferjax.models.imagenet import INPUT_ADAPTERS, STYLES
 from ferjax.models.layers import AUTO, CONV_IMPLS
 from ferjax.models.resnet import STEMS
 from ferjax.runtime.errors import ConfigError
 from ferjax.runtime.registry import did_you_mean
 from ferjax.training.checkpoint import flatten
+from ferjax.training.losses import LOSSES
 from ferjax.training.optim import OPTIMIZERS, SCHEDULES
 from ferjax.training.step import ON_NAN
 from ferjax.training.transfer import parse_patterns
@@ -44,6 +46,7 @@ CHOICES = {
     "model.input_adapter": INPUT_ADAPTERS,
     "model.style": ("auto", *STYLES),
     "model.stem": ("auto", *STEMS),
+    "model.cnn_head": HEADS,
     "optim.name": OPTIMIZERS.names(),
     "optim.schedule": SCHEDULES.names(),
     "train.dtype": tuple(DTYPES),
@@ -52,6 +55,7 @@ CHOICES = {
     "sampling.method": SAMPLERS.names(),
     "sampling.features": FEATURES,
     "eval.tta": TTA_MODES.names(),
+    "loss.name": LOSSES.names(),
 }
 
 POSITIVE = (
@@ -79,8 +83,21 @@ NON_NEGATIVE = (
     "data.clean.blank_std",
     "model.input_size",
     "train.unfreeze_at_epoch",
+    "train.patience",
+    "optim.sam_rho",
+    "eval.memory_budget_mb",
+    "loss.gamma",
+    "loss.tau",
+    "loss.max_margin",
 )
-FRACTIONS = ("model.dropout", "model.conv_dropout", "train.label_smoothing", "optim.momentum")
+FRACTIONS = (
+    "model.dropout",
+    "model.conv_dropout",
+    "train.label_smoothing",
+    "optim.momentum",
+    "train.ema_decay",
+    "loss.beta",
+)
 
 
 def flat_keys(config: ml_collections.ConfigDict) -> list[str]:
@@ -169,6 +186,48 @@ def validate(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
     )
     parse_ops(config.augment.ops)
     _validate_transfer(config)
+    _validate_imbalance(config)
+
+
+# Losses that correct the class prior themselves (post-hoc adjustment on top would correct twice).
+PRIOR_ADJUSTING = ("logit_adjusted", "balanced_softmax")
+# Losses that weight or margin classes by their counts.
+COUNT_BASED = ("class_balanced", "ldam", *PRIOR_ADJUSTING)
+
+
+def _validate_imbalance(config: ml_collections.ConfigDict) -> None:
+    """The loss, its sampler and post-hoc adjustment: combinations that cannot work are
+    refused before anything is loaded."""
+    loss, method = config.loss.name, config.sampling.method
+    tau = str(config.eval.logit_adjust_tau).strip().lower()
+    try:
+        tau_value = 0.0 if tau == "auto" else float(tau)
+    except ValueError:
+        tau_value = -1.0
+    _check(
+        tau == "auto" or tau_value >= 0,
+        "eval.logit_adjust_tau",
+        config.eval.logit_adjust_tau,
+        "auto or a number >= 0 (0 = off)",
+    )
+    _check(config.loss.scale > 0, "loss.scale", config.loss.scale, "a positive number")
+    _check(
+        config.loss.drw_epoch >= -1,
+        "loss.drw_epoch",
+        config.loss.drw_epoch,
+        "an epoch >= 0 (0: off, ldam: 0.8 x the epochs) or -1 (never)",
+    )
+    if loss in COUNT_BASED and method == "class_weight":
+        raise ConfigError(
+            f"config.loss.name: {loss} corrects for the class counts, which "
+            "sampling.method=class_weight already equalises (the loss would see a uniform "
+            "prior); use one of them"
+        )
+    if loss in PRIOR_ADJUSTING and (tau == "auto" or tau_value > 0):
+        raise ConfigError(
+            f"config.eval.logit_adjust_tau: {config.eval.logit_adjust_tau} adjusts the prior "
+            f"after training, which loss.name={loss} already did in training; set it to 0"
+        )
 
 
 def _validate_transfer(config: ml_collections.ConfigDict) -> None:

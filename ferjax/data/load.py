@@ -12,12 +12,13 @@ import numpy as np
 from ferjax.data.classes import parse_class_list, select_classes
 from ferjax.data.cleaning import clean
 from ferjax.data.dataset import SPLITS, FerData, resize_images, to_channels
-from ferjax.data.pipeline import HOST_FRACTION, host_memory_bytes
+from ferjax.data.pipeline import HOST_FRACTION
 from ferjax.data.preprocess import equalize_histogram
 from ferjax.data.sources.decode import load_index
 from ferjax.data.sources.formats import FORMATS
 from ferjax.data.store.stored import INDEXED, StoredImages, stored_data
 from ferjax.runtime.errors import ConfigError
+from ferjax.runtime.platform import host_memory_bytes
 
 
 def read_source(cfg: ml_collections.ConfigDict) -> FerData:

@@ -29,36 +29,6 @@ STREAM_PREFETCH = 3
 DEVICE_FRACTION, HOST_FRACTION = 0.5, 0.5
 
 
-def host_memory_bytes() -> int:
-    """Memory this process may still use: MemAvailable, or less under a cgroup limit."""
-    available = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    for limit_file, usage_file in (
-        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-        (
-            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
-        ),
-    ):
-        try:
-            with open(limit_file) as f:
-                limit = f.read().strip()
-            with open(usage_file) as f:
-                usage = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
-        if limit.isdigit() and int(limit) < 1 << 60:
-            left = int(limit) - usage
-            available = left if available is None else min(available, left)
-    return available if available is not None else 1 << 62
-
-
 def choose_placement(setting: str, image_bytes: int, stored: bool = False) -> str:
     """device, host or disk for training images of `image_bytes` (stored: they are in a shard
     store already, which only disk placement reads). auto: device while they fit in

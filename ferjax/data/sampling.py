@@ -245,6 +245,11 @@ class Sampler:
     def counts_after(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=self.num_classes) + self.impl.extra
 
+    def effective_counts(self) -> np.ndarray:
+        """float64[K]: records per class and epoch times their loss weight: the class
+        distribution the loss sees (its prior, up to normalisation)."""
+        return self.counts_after().astype(np.float64) * self.impl.weights.astype(np.float64)
+
     def epoch_records(self, epoch: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
         n = len(self.labels)

@@ -100,7 +100,8 @@ def _checkpoint_dir(workdir: Workdir, which: str) -> tuple[str, str]:
 
 
 def _restore_variables(directory: str, abstract: dict) -> tuple[dict, int]:
-    """Restores params and batch_stats of the newest step in `directory` and checks them
+    """Restores params and batch_stats of the newest step in `directory` (their moving
+    average when train.ema_decay kept one: what validation and test used) and checks them
     against the model's shapes."""
     manager = ocp.CheckpointManager(directory)
     step = manager.latest_step()
@@ -112,7 +113,8 @@ def _restore_variables(directory: str, abstract: dict) -> tuple[dict, int]:
     finally:
         manager.close()
     state = restored["state"]
-    variables = {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
+    source = state.get("ema") or state  # the parameter average when the run kept one
+    variables = {"params": source["params"], "batch_stats": source.get("batch_stats") or {}}
     want = jax.tree.map(lambda a: tuple(a.shape), abstract)
     got = jax.tree.map(lambda a: tuple(np.shape(a)), variables)
     if jax.tree.structure(want) != jax.tree.structure(got) or want != got:

@@ -60,6 +60,7 @@ def _cnn(model: ml_collections.ConfigDict, num_classes: int, dtype) -> FerCNN:
         conv_dropout=model.conv_dropout,
         dtype=dtype,
         conv_impl=resolve_conv_impl(model.conv_impl, widest=max(widths, default=0)),
+        head=model.cnn_head,
     )
 
 

@@ -38,3 +38,26 @@ class Preempted(FerjaxError):
     """SIGTERM/SIGINT: a checkpoint was written at the current step; re-run to resume."""
 
     exit_code = 75  # EX_TEMPFAIL: try again
+
+
+class OutOfMemory(FerjaxError):
+    """The accelerator (or host) ran out of memory: the message says what to lower."""
+
+    exit_code = 4
+
+
+OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory")
+OOM_HINT = (
+    "lower train.batch_size, train.eval_batch_size (or eval.memory_budget_mb), data.image_size "
+    "or the model's size (model.width, model.cnn_widths)"
+)
+
+
+def out_of_memory(error: BaseException) -> OutOfMemory | None:
+    """An OutOfMemory naming what ran out and what to lower, when `error` is an allocation
+    failure (XLA's RESOURCE_EXHAUSTED, a MemoryError); else None."""
+    text = str(error)
+    if not isinstance(error, MemoryError) and not any(m in text for m in OOM_MARKERS):
+        return None
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+    return OutOfMemory(f"out of memory ({first[:160]}): {OOM_HINT}")

@@ -24,7 +24,15 @@ from ferjax.data.preprocess import normalization
 from ferjax.data.sampling import Sampler, parse_strategy
 from ferjax.data.store.stored import StoredImages
 from ferjax.evaluation import plots
-from ferjax.evaluation.predict import is_better, predict_split, report_scalars, report_with_loss
+from ferjax.evaluation.predict import (
+    adjust_logits,
+    adjust_tau_setting,
+    choose_tau,
+    is_better,
+    predict_split,
+    report_scalars,
+    report_with_loss,
+)
 from ferjax.runtime import devices
 from ferjax.runtime.distributed import where
 from ferjax.runtime.errors import ConfigError, Preempted, TrainingDiverged
@@ -34,6 +42,7 @@ from ferjax.runtime.workdir import SAMPLING_REPORT, RunInfo, Workdir
 from ferjax.training import summaries, transfer
 from ferjax.training.checkpoint import Checkpoints, check_config_unchanged
 from ferjax.training.logs import MetricLog
+from ferjax.training.losses import LOSS_NEEDS_PRIOR
 from ferjax.training.program import Program, build
 from ferjax.training.step import NEVER, accumulate
 
@@ -72,6 +81,19 @@ class Intervals:
             and jax.process_count() == 1
             and seconds_since_save > 60 * self.checkpoint_minutes
         )
+
+
+def prior_line(sampler: Sampler, config: ml_collections.ConfigDict) -> str:
+    """The log line that says which class prior a prior-correcting loss or adjustment uses."""
+    counts = sampler.effective_counts()
+    prior = counts / counts.sum()
+    what = (
+        "the training labels"
+        if sampler.method == "none"
+        else (f"the training records after sampling.method={sampler.method}")
+    )
+    shown = " ".join(f"{n}={p:.3f}" for n, p in zip(sampler.class_names, prior, strict=True))
+    return f"class prior for loss.name={config.loss.name} ({what}): {shown}"
 
 
 def one_hot_targets(split: Split, num_classes: int) -> np.ndarray:
@@ -131,6 +153,7 @@ class Trainer:
             image_shape=data.image_shape,
             steps_per_epoch=self.steps_per_epoch,
             norm=normalization(config.data.normalize, self.train.images),
+            class_counts=self.sampler.effective_counts(),
         )
         self.mesh = self.program.mesh
         self.state = transfer.init_from(config, self.program.state, workdir)
@@ -188,6 +211,8 @@ class Trainer:
             self.workdir.write_config(self.config)
             self.workdir.write_json(SAMPLING_REPORT, self.sampler.report())
         self.say(self.sampler.summary_line())
+        if self.config.loss.name in LOSS_NEEDS_PRIOR or adjust_tau_setting(self.config):
+            self.say(prior_line(self.sampler, self.config))
 
     def _run_start_summaries(self, writer) -> None:
         summaries.write_hparams(writer, self.config)
@@ -275,6 +300,14 @@ class Trainer:
                         f"stopped by signal at step {self.step}; checkpoint saved, re-run the "
                         "same command to resume"
                     )
+                if self._patience_exhausted():
+                    self.say(
+                        f"early stop at epoch {self.step // self.steps_per_epoch}: "
+                        f"{self.config.train.best_metric} has not improved for "
+                        f"{self.config.train.patience} epochs (best at step "
+                        f"{self.meta['best_step']})"
+                    )
+                    break
                 if halt and self.step >= halt:
                     self.close()
                     self.say(
@@ -282,6 +315,14 @@ class Trainer:
                     )
                     return None
         return self._test()
+
+    def _patience_exhausted(self) -> bool:
+        """train.patience: no improvement of the best metric for that many epochs (a function
+        of the checkpointed best step, so a resumed run decides the same)."""
+        patience, best = self.config.train.patience, self.meta["best_step"]
+        if not patience or best is None or not self.intervals.end_of_epoch(self.step):
+            return False
+        return (self.step - best) // self.steps_per_epoch >= patience
 
     def _run_epoch(self, stop: StopSignal) -> str:
         """The rest of the current epoch: "done", "stopped" (signal or halt, checkpointed) or
@@ -388,15 +429,11 @@ class Trainer:
     def _end_epoch(self, t_epoch: float) -> None:
         """Validation, best/latest checkpoints, the epoch's summary line."""
         where(self.step, "validation")
-        variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
-        probs = predict_split(
-            self.program.predict,
-            variables,
-            self.val_images,
-            len(self.val),
-            self.config.train.eval_batch_size,
-            self.mesh,
-        )
+        variables = self.state.eval_variables()
+        probs = self._predict(variables, self.val_images, len(self.val))
+        tau = self.fixed_tau
+        if tau:
+            probs = adjust_logits(probs, self.prior, tau)
         report = report_with_loss(self.val.labels, probs, self.data.class_names, "val")
         self.log.write(self.step, "val", report_scalars(report))
         value = report[self.config.train.best_metric]
@@ -411,6 +448,28 @@ class Trainer:
         self.progress.end_epoch(self.step, report, time.time() - t_epoch)
         self.t_window = time.time()  # evaluation and checkpointing are not step time
 
+    def _predict(self, variables, images, num: int) -> np.ndarray:
+        return predict_split(
+            self.program.predict,
+            variables,
+            images,
+            num,
+            self.config.train.eval_batch_size,
+            self.mesh,
+            memory_budget_mb=self.config.eval.memory_budget_mb,
+        )
+
+    @property
+    def prior(self) -> np.ndarray:
+        """float64[K]: the class prior of the training records (after sampling)."""
+        return np.asarray(self.program.spec.prior, np.float64)
+
+    @property
+    def fixed_tau(self) -> float:
+        """eval.logit_adjust_tau as a number (0 for "auto", which is decided at the end)."""
+        setting = adjust_tau_setting(self.config)
+        return 0.0 if setting in ("", "auto") else float(setting)
+
     def _test(self) -> dict:
         """The best checkpoint on the test split: report.json, figures, one summary line."""
         where(self.step, "waiting for the checkpoints, test evaluation")
@@ -420,18 +479,25 @@ class Trainer:
             state, _ = self.ckpts.restore_best(state)
         self.ckpts.close()
         self.progress.close()
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        variables = state.eval_variables()
+        tau, chosen_on = self.fixed_tau, None
+        if adjust_tau_setting(self.config) == "auto":
+            val_probs = self._predict(variables, self.val_images, len(self.val))
+            tau = choose_tau(self.val.labels, val_probs, self.prior, self.config.train.best_metric)
+            chosen_on = "val"
+            self.say(f"post-hoc logit adjustment: tau {tau:g} chosen on the validation split")
         test_images = devices.replicate(self.test.images, self.mesh)
-        probs = predict_split(
-            self.program.predict,
-            variables,
-            test_images,
-            len(self.test),
-            self.config.train.eval_batch_size,
-            self.mesh,
-        )
+        probs = self._predict(variables, test_images, len(self.test))
+        if tau:
+            probs = adjust_logits(probs, self.prior, tau)
         report = report_with_loss(self.test.labels, probs, self.data.class_names, "test")
         report["tta"] = self.config.eval.tta
+        report["logit_adjustment"] = {
+            "tau": tau,
+            "chosen_on": chosen_on,
+            "prior": dict(zip(self.data.class_names, map(float, self.prior), strict=True)),
+        }
+        report["ema"] = bool(self.state.ema)
         report["checkpoint_step"] = int(fetch(state.step))
         self.log.write(report["checkpoint_step"], "test", report_scalars(report))
         if self.is_main:

@@ -8,6 +8,7 @@ program `python -m ferjax.main` runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -20,7 +21,7 @@ from ferjax.models import create_model
 from ferjax.runtime import devices
 from ferjax.training import transfer
 from ferjax.training.optim import make_optimizer
-from ferjax.training.step import TrainState, make_train_step
+from ferjax.training.step import StepSpec, TrainState, train_step
 
 
 @dataclasses.dataclass
@@ -35,6 +36,7 @@ class Program:
     """
 
     config: ml_collections.ConfigDict
+    spec: StepSpec
     model: object
     tx: optax.GradientTransformation
     schedule: Callable
@@ -62,20 +64,25 @@ def resolve_model_config(config: ml_collections.ConfigDict) -> ml_collections.Co
     return config
 
 
-def init_state(model, tx, seed: int, image_shape: tuple[int, int, int], mesh) -> TrainState:
-    """The initial TrainState (parameters from `seed`), placed replicated on the mesh."""
+def init_state(
+    model, tx, seed: int, image_shape: tuple[int, int, int], mesh, ema: bool = False
+) -> TrainState:
+    """The initial TrainState (parameters from `seed`; with `ema`, the average starts at
+    them), placed replicated on the mesh."""
 
     def init():
         key = jax.random.PRNGKey(seed)
         dummy = jnp.zeros((1, *image_shape), jnp.float32)
         variables = model.init({"params": key, "dropout": key}, dummy, train=False)
         params = variables["params"]
+        batch_stats = variables.get("batch_stats", {})
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
-            batch_stats=variables.get("batch_stats", {}),
+            batch_stats=batch_stats,
             opt_state=tx.init(params),
             lr_scale=jnp.ones((), jnp.float32),
+            ema={"params": params, "batch_stats": batch_stats} if ema else {},
         )
 
     return jax.jit(init, out_shardings=devices.replicated(mesh))()
@@ -90,24 +97,34 @@ def build(
     norm: tuple[float | None, float | None],
     mesh: jax.sharding.Mesh | None = None,
     model=None,
+    class_counts=None,
 ) -> Program:
     """Model, optimiser, initial state and the jitted programs for `config`.
 
     image_shape: (H, W, C) of the uint8 inputs; steps_per_epoch: for the schedule and the
     unfreeze step; norm: input normalisation (ferjax.data.preprocess.normalization); model: a
-    Flax module to use instead of the config's `model.name` (tests of the step)."""
+    Flax module to use instead of the config's `model.name` (tests of the step); class_counts:
+    float[K] training records per class after sampling (the losses' class prior; None =
+    uniform)."""
     mesh = mesh or devices.make_mesh()
     config = resolve_model_config(config)
     model = create_model(config, num_classes) if model is None else model
     tx, schedule = make_optimizer(config, steps_per_epoch)
-    state = init_state(model, tx, config.train.seed, image_shape, mesh)
-    step_fn = make_train_step(
-        model, tx, config, norm, transfer.make_keep_frozen_stats(config, steps_per_epoch)
+    state = init_state(
+        model, tx, config.train.seed, image_shape, mesh, ema=config.train.ema_decay > 0
+    )
+    spec = StepSpec.from_config(config, norm, steps_per_epoch, class_counts, num_classes)
+    step_fn = functools.partial(
+        train_step,
+        spec=spec,
+        model=model,
+        tx=tx,
+        keep_frozen_stats=transfer.make_keep_frozen_stats(config, steps_per_epoch),
     )
     replicated = devices.replicated(mesh)
-    train_step = jax.jit(step_fn, out_shardings=(replicated, replicated), donate_argnums=(0,))
+    jitted_step = jax.jit(step_fn, out_shardings=(replicated, replicated), donate_argnums=(0,))
     predict = jax.jit(
         make_predict(model, norm, config.eval.tta, config.data.median_filter, config.eval.tta_crop),
         out_shardings=replicated,
     )
-    return Program(config, model, tx, schedule, mesh, norm, state, train_step, predict)
+    return Program(config, spec, model, tx, schedule, mesh, norm, state, jitted_step, predict)
