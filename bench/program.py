@@ -1,12 +1,16 @@
 """The trainer's compiled program for benchmarks: `ferjax.training.program.build` (the very
-jitted step,
-with the training run's shardings and donation, that `python -m ferjax.main` runs) on random
-uint8 faces held on the device, with index batches as the training loop makes them."""
+jitted step, with the training run's shardings and donation, that `python -m ferjax.main` runs)
+on random uint8 faces held on the device, with the index batches of the trainer's own input
+object (`ferjax.data.input.TrainInput`)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
+from ferjax.data.dataset import Split
+from ferjax.data.input import TrainInput
 from ferjax.runtime import devices
 from ferjax.training.program import Program, build
 
@@ -29,24 +33,15 @@ def ferjax_program(
         norm=(128.0, 64.0),
     )
     rng = np.random.default_rng(seed)
-    n = examples or 4 * batch
-    data = devices.replicate(
-        {
-            "images": rng.integers(0, 256, (n, *image_shape), dtype=np.uint8),
-            "targets": np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, n)],
-        },
-        program.mesh,
+    n = max(examples or 4 * batch, batch * num_batches)
+    split = Split(
+        images=rng.integers(0, 256, (n, *image_shape), dtype=np.uint8),
+        labels=rng.integers(0, num_classes, n).astype(np.int32),
     )
-    batches = [
-        devices.global_batch(
-            {
-                "i": rng.integers(0, n, batch).astype(np.int32),
-                "j": rng.integers(0, n, batch).astype(np.int32),
-                "lam": np.zeros(batch, np.float32),
-                "weight": np.ones(batch, np.float32),
-            },
-            program.mesh,
-        )
-        for _ in range(num_batches)
-    ]
-    return program, data, batches
+    config = config.copy_and_resolve_references()
+    config.data.placement = "device"
+    names = tuple(f"class{k}" for k in range(num_classes))
+    train_input = TrainInput.from_config(config, split, num_classes, names, program.mesh)
+    local = itertools.islice(train_input.batches(0), num_batches)
+    batches = [devices.global_batch(b, program.mesh) for b in local]
+    return program, train_input.on_device, batches

@@ -8,6 +8,7 @@ from conftest import tiny_config
 
 from ferjax.cli.preview import preview_grid
 from ferjax.data import augment as A
+from ferjax.data.augment import ops
 from ferjax.evaluation.predict import make_predict
 from ferjax.models import create_model
 from ferjax.runtime.errors import ConfigError
@@ -138,24 +139,14 @@ def test_colour_ops():
     for op in (A.saturation, A.hue):
         assert np.array_equal(op(gray, KEY), gray)  # grayscale: unchanged
         assert not np.allclose(op(rgb, KEY), rgb)
-    grey = np.asarray(A._luma(rgb))
+    grey = np.asarray(ops._luma(rgb))
     np.testing.assert_allclose(A.saturation(rgb, KEY, lower=0.0, upper=0.0), np.repeat(grey, 3, -1),
                                atol=1e-3)  # fmt: skip
     np.testing.assert_allclose(A.hue(rgb, KEY, degrees=0.0), rgb, atol=1e-3)
     # A hue rotation keeps the grey level of every pixel.
-    np.testing.assert_allclose(A._luma(A.hue(rgb, KEY, degrees=60.0)), grey, atol=1e-2)
+    np.testing.assert_allclose(ops._luma(A.hue(rgb, KEY, degrees=60.0)), grey, atol=1e-2)
     gains = np.asarray(A.channel_gain(rgb, KEY, delta=0.2)) / np.asarray(rgb)
     assert np.allclose(gains, gains[0, 0], rtol=1e-5) and len(set(gains[0, 0].round(5))) == 3
-
-
-def test_tta_views():
-    x = ramp(c=3)[None]
-    assert A.tta_views(x, "none").shape == (1, 1, 48, 48, 3)
-    flip = A.tta_views(x, "flip")
-    assert np.array_equal(flip[1], x[:, :, ::-1])
-    ten = A.tta_views(x, "ten_crop")
-    assert ten.shape == (10, 1, 48, 48, 3)
-    np.testing.assert_allclose(ten[5:], ten[:5][:, :, :, ::-1])
 
 
 def test_tta_of_flip_invariant_model_equals_no_tta():

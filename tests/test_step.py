@@ -12,13 +12,14 @@ import pytest
 from conftest import tiny_config
 
 from ferjax.data.dataset import Split
+from ferjax.data.input import one_hot_targets
 from ferjax.data.pipeline import index_batches
 from ferjax.evaluation.metrics import classification_report, confusion_matrix
 from ferjax.runtime.errors import CheckpointError, ConfigError
 from ferjax.runtime.registry import Registry
 from ferjax.training import step as S
 from ferjax.training.checkpoint import check_config_unchanged, config_differences
-from ferjax.training.loop import Intervals, one_hot_targets
+from ferjax.training.loop import Intervals
 from ferjax.training.losses import LossContext
 from ferjax.training.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from ferjax.training.program import build

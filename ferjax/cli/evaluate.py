@@ -14,13 +14,13 @@ import jax
 
 from ferjax.cli.flags import Parser, run
 from ferjax.config.validate import validate
-from ferjax.data.augment import TTA_MODES
 from ferjax.data.dataset import SPLITS
 from ferjax.data.load import load_data
 from ferjax.data.sources.formats import FORMATS
 from ferjax.deploy.inference import CHECKPOINTS, load_run
 from ferjax.evaluation import plots
 from ferjax.evaluation.predict import make_predict, predict_split, report_with_loss
+from ferjax.evaluation.tta import TTA_MODES
 from ferjax.runtime import devices
 from ferjax.runtime.errors import ConfigError, DataFormatError
 from ferjax.runtime.tensorflow import hide_gpus_from_tensorflow

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 
 from ferjax.cli.flags import Parser, run
-from ferjax.data.augment import TTA_MODES
 from ferjax.deploy.inference import CHECKPOINTS, load_run
 from ferjax.deploy.serving import FORMATS, export
+from ferjax.evaluation.tta import TTA_MODES
 
 
 def main(argv: list[str] | None = None) -> int:

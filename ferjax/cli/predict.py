@@ -16,9 +16,9 @@ import sys
 import numpy as np
 
 from ferjax.cli.flags import Parser, run
-from ferjax.data.augment import TTA_MODES
 from ferjax.deploy.faces import Face, annotate, face_detector, face_line, find_faces, load_photo
 from ferjax.deploy.inference import CHECKPOINTS, load_run
+from ferjax.evaluation.tta import TTA_MODES
 from ferjax.runtime.errors import DataFormatError
 
 

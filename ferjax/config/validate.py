@@ -10,15 +10,16 @@ import os
 
 import ml_collections
 
-from ferjax.data.augment import TTA_MODES, parse_ops
+from ferjax.data.augment import parse_ops
+from ferjax.data.input import PLACEMENTS
 from ferjax.data.neighbours import FEATURES
-from ferjax.data.pipeline import PLACEMENTS
 from ferjax.data.preprocess import NORMALIZATIONS
 from ferjax.data.sampling import SAMPLERS
 from ferjax.data.sources.ferplus import MODES as FERPLUS_MODES
 from ferjax.data.sources.formats import FORMATS, TFDS_CONFIGS
 from ferjax.data.sources.rows import ON_ERROR
 from ferjax.evaluation.predict import BEST_METRICS
+from ferjax.evaluation.tta import TTA_MODES
 from ferjax.models import DTYPES, MODELS
 from ferjax.models.cnn import HEADS
 from ferjax.models.imagenet import INPUT_ADAPTERS, STYLES

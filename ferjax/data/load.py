@@ -12,19 +12,18 @@ import numpy as np
 from ferjax.data.classes import parse_class_list, select_classes
 from ferjax.data.cleaning import clean
 from ferjax.data.dataset import SPLITS, FerData, resize_images, to_channels
-from ferjax.data.pipeline import HOST_FRACTION
+from ferjax.data.input import is_stored, stream_from_disk
 from ferjax.data.preprocess import equalize_histogram
 from ferjax.data.sources.decode import load_index
-from ferjax.data.sources.formats import FORMATS
-from ferjax.data.store.stored import INDEXED, StoredImages, stored_data
+from ferjax.data.sources.formats import FORMATS, streamable
+from ferjax.data.store.stored import stored_data
 from ferjax.runtime.errors import ConfigError
-from ferjax.runtime.platform import host_memory_bytes
 
 
 def read_source(cfg: ml_collections.ConfigDict) -> FerData:
     """Reads `data.name` from `data.path` (FORMATS) with images as uint8[N, S, S, C]: C =
     data.channels, S = data.image_size."""
-    data = FORMATS.get(cfg.name)(cfg)
+    data = FORMATS.get(cfg.name).read(cfg)
     splits = {
         n: dataclasses.replace(
             s, images=resize_images(to_channels(s.images, cfg.channels), cfg.image_size)
@@ -52,21 +51,22 @@ def equalize(data: FerData) -> FerData:
 
 
 def read_indexed(cfg: ml_collections.ConfigDict) -> FerData | None:
-    """For the sources that can be streamed from disk (stored.INDEXED) under placement disk or
-    auto: the index, then the images in a shard store (disk, or auto when the decoded images
-    would take more than HOST_FRACTION of the memory available) or decoded into memory.
+    """For the sources that can be streamed from disk (a format with an index) under placement
+    disk or auto: the index, then the images in a shard store (input.stream_from_disk) or
+    decoded into memory.
     None when the source is read by read_source."""
-    if cfg.name not in INDEXED or cfg.placement not in ("auto", "disk"):
+    index_fn = FORMATS.get(cfg.name).index
+    if index_fn is None or cfg.placement not in ("auto", "disk"):
         if cfg.placement == "disk":
             raise ConfigError(
                 f"data.placement: disk reads a shard store, which data.name={cfg.name} has no "
-                f"index for (streamable sources: {', '.join(INDEXED)}); use device or host"
+                f"index for (streamable sources: {', '.join(streamable())}); use device or host"
             )
         return None
-    index = INDEXED.get(cfg.name)(cfg)
+    index = index_fn(cfg)
     faces = sum(len(records) for records in index.splits.values())
     need = faces * cfg.image_size**2 * cfg.channels
-    if cfg.placement == "disk" or need > HOST_FRACTION * host_memory_bytes():
+    if stream_from_disk(cfg.placement, need):
         return stored_data(index, cfg)
     return load_index(index, cfg.image_size, cfg.channels, cfg.workers or None)
 
@@ -77,7 +77,7 @@ def load_data(config: ml_collections.ConfigDict) -> FerData:
     data = select_classes(data, parse_class_list(config.data.classes))
     data = cap_training_examples(data, config.data.subset, config.train.seed)
     if config.data.equalize:
-        if isinstance(data.splits["train"].images, StoredImages):
+        if is_stored(data.splits["train"].images):
             raise ConfigError("data.equalize: not available with data.placement=disk")
         data = equalize(data)
     for name in SPLITS:

@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ferjax.data.augment import tta_views
 from ferjax.data.preprocess import median3x3, normalize_images
 from ferjax.evaluation.metrics import classification_report
+from ferjax.evaluation.tta import tta_views
 from ferjax.runtime import devices
 from ferjax.runtime.platform import host_memory_bytes
 
@@ -32,8 +32,8 @@ def make_classify(
 ) -> Callable:
     """classify(variables, images uint8[B, H, W, C]) -> probabilities float32[B, K].
 
-    With test-time augmentation (augment.TTA_MODES) the softmax outputs of the views are
-    averaged.
+    With test-time augmentation (ferjax.evaluation.tta.TTA_MODES) the softmax outputs of the
+    views are averaged.
     """
     tta_views(jnp.zeros((1, 4, 4, 1)), tta, crop)  # rejects an unknown mode now
 

@@ -18,11 +18,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from ferjax.data.dataset import FerData, Split
-from ferjax.data.pipeline import choose_placement, index_batches
+from ferjax.data.dataset import FerData
+from ferjax.data.input import TrainInput
 from ferjax.data.preprocess import normalization
-from ferjax.data.sampling import Sampler, parse_strategy
-from ferjax.data.store.stored import StoredImages
+from ferjax.data.sampling import Sampler
 from ferjax.evaluation import plots
 from ferjax.evaluation.predict import (
     adjust_logits,
@@ -35,7 +34,7 @@ from ferjax.evaluation.predict import (
 )
 from ferjax.runtime import devices
 from ferjax.runtime.distributed import where
-from ferjax.runtime.errors import ConfigError, Preempted, TrainingDiverged
+from ferjax.runtime.errors import Preempted, TrainingDiverged
 from ferjax.runtime.progress import Progress
 from ferjax.runtime.signals import StopSignal
 from ferjax.runtime.workdir import SAMPLING_REPORT, RunInfo, Workdir
@@ -96,13 +95,6 @@ def prior_line(sampler: Sampler, config: ml_collections.ConfigDict) -> str:
     return f"class prior for loss.name={config.loss.name} ({what}): {shown}"
 
 
-def one_hot_targets(split: Split, num_classes: int) -> np.ndarray:
-    """float32[N, K]: the split's soft targets, or one-hot labels."""
-    if split.targets is not None:
-        return split.targets.astype(np.float32)
-    return np.eye(num_classes, dtype=np.float32)[split.labels]
-
-
 class Trainer:
     """One training run on `data` in `workdir`: set up in __init__, trained by `run()`."""
 
@@ -112,27 +104,13 @@ class Trainer:
         self.is_main = jax.process_index() == 0
         os.makedirs(workdir, exist_ok=True)
         self.train, self.val, self.test = (data.splits[s] for s in ("train", "val", "test"))
-        stored = isinstance(self.train.images, StoredImages)
-        self.sampler = Sampler(
-            self.train.labels,
-            data.num_classes,
-            config.sampling.method,
-            config.train.seed,
-            parse_strategy(config.sampling.strategy, data.class_names),
-            # Neighbours of streamed faces: on the embeddings the conversion stored.
-            images=self.train.images.embeddings() if stored else self.train.images,
-            k_neighbors=config.sampling.k_neighbors,
-            features=config.sampling.features,
-            pca_components=config.sampling.pca_components,
-            class_names=data.class_names,
+        self.mesh = devices.make_mesh()
+        self.input = TrainInput.from_config(
+            config, self.train, data.num_classes, data.class_names, self.mesh
         )
-        self.global_batch = config.train.batch_size
-        self.steps_per_epoch = len(self.sampler) // self.global_batch
-        if self.steps_per_epoch == 0:
-            raise ConfigError(
-                f"train.batch_size: {self.global_batch} is larger than the {len(self.sampler)} "
-                "training records of one epoch"
-            )
+        self.sampler = self.input.sampler
+        self.global_batch = self.input.global_batch
+        self.steps_per_epoch = self.input.steps_per_epoch
         self.total_steps = self.steps_per_epoch * config.train.num_epochs
         self.intervals = Intervals(
             self.steps_per_epoch,
@@ -154,10 +132,12 @@ class Trainer:
             steps_per_epoch=self.steps_per_epoch,
             norm=normalization(config.data.normalize, self.train.images),
             class_counts=self.sampler.effective_counts(),
+            mesh=self.mesh,
         )
-        self.mesh = self.program.mesh
         self.state = transfer.init_from(config, self.program.state, workdir)
-        self._place_data()
+        self.on_device = self.input.on_device
+        self.val_images = devices.replicate(self.val.images, self.mesh)
+        self.say(self.input.description)
         self.ckpts = Checkpoints(self.workdir)
         self.meta = {"best_value": None, "best_step": None}
         self.config_dict = json.loads(config.to_json_best_effort())
@@ -168,22 +148,6 @@ class Trainer:
         self.flops_per_step = None
 
     # ------------------------------------------------------------------ set-up
-
-    def _place_data(self) -> None:
-        """The training images on the device (index records per step) or in host memory
-        (tf.data gathers uint8 batches per step)."""
-        targets = one_hot_targets(self.train, self.data.num_classes)
-        images = self.train.images
-        stored = isinstance(images, StoredImages)
-        self.placement = choose_placement(self.config.data.placement, images.nbytes, stored)
-        if self.placement == "device":
-            self.on_device = devices.replicate({"images": images, "targets": targets}, self.mesh)
-            self.host_arrays = None
-        else:
-            self.on_device, self.host_arrays = {}, {"images": images, "targets": targets}
-        self.val_images = devices.replicate(self.val.images, self.mesh)
-        where = f" in {images.store.directory}" if stored else ""
-        self.say(f"placement: {self.placement} ({images.nbytes / 2**20:.1f} MiB of images{where})")
 
     def _resume(self) -> None:
         restored, meta = self.ckpts.restore_latest(self.state)
@@ -236,17 +200,6 @@ class Trainer:
             "config": self.config_dict,
         }
 
-    def batches(self, epoch: int, start_step: int):
-        """This process's slice of each global batch of `epoch`, from `start_step` on."""
-        return index_batches(
-            self.sampler.epoch_records(epoch),
-            self.global_batch,
-            jax.process_index(),
-            jax.process_count(),
-            start_step=start_step,
-            host_arrays=self.host_arrays,
-        )
-
     def throughput(self, steps: int, seconds: float) -> dict:
         """steps/s, images/s (total and per device) and, with train.peak_flops_per_device,
         model FLOPs utilisation from XLA's cost analysis of the compiled step."""
@@ -264,7 +217,7 @@ class Trainer:
     def _measure_flops(self) -> None:
         """XLA's FLOP count of the compiled step (for MFU), on the first batch as the loop
         gets it."""
-        local = next(self.batches(0, 0))
+        local = next(self.input.batches(0, 0))
         cost = self.program.train_step.lower(
             self.state, self.on_device, devices.global_batch(local, self.mesh)
         ).cost_analysis()
@@ -333,7 +286,7 @@ class Trainer:
         self.progress.begin_epoch(epoch, start)
         self.sums, self.window_steps, self.t_window = None, 0, time.time()
         halt = self.config.train.halt_after_steps
-        for local in self.batches(epoch, start):
+        for local in self.input.batches(epoch, start):
             where(self.step + 1, "train step")
             self.state, metrics = self.program.train_step(
                 self.state, self.on_device, devices.global_batch(local, self.mesh)

@@ -7,19 +7,49 @@ Adding a format is a reader module plus one function and one registration here.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import ml_collections
 
 from ferjax.data.dataset import FerData
-from ferjax.data.sources.affectnet import load_affectnet
+from ferjax.data.sources.affectnet import index_affectnet, load_affectnet
+from ferjax.data.sources.decode import FaceIndex
 from ferjax.data.sources.fer2013 import load_fer2013
 from ferjax.data.sources.ferplus import load_ferplus
 from ferjax.data.sources.folder import load_folder
-from ferjax.data.sources.rafdb import load_rafdb
+from ferjax.data.sources.rafdb import index_rafdb, load_rafdb
 from ferjax.data.sources.synthetic import make_synthetic
 from ferjax.runtime.errors import ConfigError
 from ferjax.runtime.registry import Registry
 
 FORMATS = Registry("data.name")
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+    """read(cfg) -> FerData; index(cfg) -> FaceIndex for sources that can be streamed from a
+    shard store (None for the others)."""
+
+    read: Callable[[ml_collections.ConfigDict], FerData]
+    index: Callable[[ml_collections.ConfigDict], FaceIndex] | None = None
+
+
+def source(name: str, index: Callable | None = None) -> Callable:
+    """Registers the decorated reader as FORMATS[name] (with its index function, if any)."""
+
+    def add(read):
+        FORMATS.register(name, Format(read, index))
+        return read
+
+    return add
+
+
+def streamable() -> tuple[str, ...]:
+    """The data.name values that can be streamed from disk (data.placement=disk)."""
+    return tuple(n for n in FORMATS.names() if FORMATS.get(n).index is not None)
+
+
 # data.tfds_config: the configs of ferjax/data/sources/tfds_builder.py.
 TFDS_CONFIGS = ("fer2013", "ferplus")
 
@@ -34,7 +64,7 @@ def workers(cfg: ml_collections.ConfigDict) -> int | None:
     return cfg.workers or None
 
 
-@FORMATS.register("synthetic")
+@source("synthetic")
 def _synthetic(cfg: ml_collections.ConfigDict) -> FerData:
     s = cfg.synthetic
     return make_synthetic(
@@ -48,13 +78,13 @@ def _synthetic(cfg: ml_collections.ConfigDict) -> FerData:
     )
 
 
-@FORMATS.register("fer2013")
+@source("fer2013")
 def _fer2013(cfg: ml_collections.ConfigDict) -> FerData:
     _need_path(cfg, "the path of fer2013.csv")
     return load_fer2013(cfg.path, cfg.on_error, cfg.cache_dir or None)
 
 
-@FORMATS.register("ferplus")
+@source("ferplus")
 def _ferplus(cfg: ml_collections.ConfigDict) -> FerData:
     _need_path(cfg, "the path of fer2013.csv (FER+ takes its pixels)")
     return load_ferplus(
@@ -62,7 +92,7 @@ def _ferplus(cfg: ml_collections.ConfigDict) -> FerData:
     )
 
 
-@FORMATS.register("folder")
+@source("folder")
 def _folder(cfg: ml_collections.ConfigDict) -> FerData:
     _need_path(cfg, "the root folder holding train/<class>/ and test/<class>/")
     return load_folder(
@@ -70,7 +100,11 @@ def _folder(cfg: ml_collections.ConfigDict) -> FerData:
     )
 
 
-@FORMATS.register("rafdb")
+def _rafdb_index(cfg: ml_collections.ConfigDict) -> FaceIndex:
+    return index_rafdb(cfg.path, cfg.rafdb_aligned, cfg.val_fraction, cfg.split_seed, cfg.on_error)
+
+
+@source("rafdb", index=_rafdb_index)
 def _rafdb(cfg: ml_collections.ConfigDict) -> FerData:
     _need_path(cfg, "RAF-DB's basic/ folder (EmoLabel/list_patition_label.txt, Image/aligned/)")
     return load_rafdb(
@@ -85,7 +119,13 @@ def _rafdb(cfg: ml_collections.ConfigDict) -> FerData:
     )
 
 
-@FORMATS.register("affectnet")
+def _affectnet_index(cfg: ml_collections.ConfigDict) -> FaceIndex:
+    return index_affectnet(
+        cfg.path, cfg.affectnet_classes, cfg.val_fraction, cfg.split_seed, cfg.on_error
+    )
+
+
+@source("affectnet", index=_affectnet_index)
 def _affectnet(cfg: ml_collections.ConfigDict) -> FerData:
     _need_path(cfg, "the AffectNet folder holding training.csv, validation.csv and the images")
     return load_affectnet(
@@ -100,7 +140,7 @@ def _affectnet(cfg: ml_collections.ConfigDict) -> FerData:
     )
 
 
-@FORMATS.register("tfds")
+@source("tfds")
 def _tfds(cfg: ml_collections.ConfigDict) -> FerData:
     _need_path(cfg, "TFDS's manual folder holding fer2013.csv (and fer2013new.csv)")
     # Imported here: tensorflow_datasets costs seconds to import and only this source needs it.

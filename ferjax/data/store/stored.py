@@ -2,7 +2,8 @@
 (ferjax.data.store) and splits whose images are read from it on demand.
 
 `data.placement=disk` (or `auto` when the training images would not fit in host memory) turns
-an indexed source (INDEXED: rafdb, affectnet) into a FerData whose training split holds a
+an indexed source (a format with an index: rafdb, affectnet) into a FerData whose
+training split holds a
 `StoredImages`: an array-like view of uint8[N, H, W, C] that reads faces only when sliced or
 gathered. Cleaning, class selection and the sampler work on it without reading the pixels
 (the store keeps each face's pixel std, content hash and a small embedding from the
@@ -19,33 +20,16 @@ import ml_collections
 import numpy as np
 
 from ferjax.data.dataset import SPLITS, FerData, Split
-from ferjax.data.sources.affectnet import index_affectnet
 from ferjax.data.sources.decode import FaceIndex, decode_face
 from ferjax.data.sources.fer2013 import default_cache_dir
-from ferjax.data.sources.rafdb import index_rafdb
 from ferjax.data.store.manifest import source_fingerprint
 from ferjax.data.store.reader import ShardedImages
 from ferjax.data.store.writer import open_or_convert
-from ferjax.runtime.registry import Registry
 
-# data.name -> index(cfg) -> FaceIndex: the sources that can be streamed from disk.
-INDEXED = Registry("data.name")
 # Bump when the readers' decoding changes the pixels of a face (it is part of a store's key).
 READER_VERSION = 1
 # Largest chunk of faces read at once by the array interface (slices, iteration).
 CHUNK_BYTES = 64 << 20
-
-
-@INDEXED.register("rafdb")
-def _rafdb_index(cfg: ml_collections.ConfigDict) -> FaceIndex:
-    return index_rafdb(cfg.path, cfg.rafdb_aligned, cfg.val_fraction, cfg.split_seed, cfg.on_error)
-
-
-@INDEXED.register("affectnet")
-def _affectnet_index(cfg: ml_collections.ConfigDict) -> FaceIndex:
-    return index_affectnet(
-        cfg.path, cfg.affectnet_classes, cfg.val_fraction, cfg.split_seed, cfg.on_error
-    )
 
 
 class StoredImages:
