@@ -291,7 +291,11 @@ def get_config() -> ml_collections.ConfigDict:
     loss.beta = 0.9999  # class_balanced, and ldam's deferred re-weighting
     loss.tau = 1.0  # logit_adjusted
     loss.max_margin = 0.5  # ldam
-    loss.scale = 30.0  # ldam: logits scaled by this (the s of the paper)
+    # ldam: logits scaled by this. The paper's s = 30 scales cosine logits (a normalised
+    # classifier, outputs in [-1, 1]); ferjax's heads give unnormalised logits, where s = 30
+    # saturates the softmax at the first step and the run collapses to one class (measured on
+    # the demo), so the default is 1.
+    loss.scale = 1.0
     # Deferred re-weighting (ldam, or any loss): class-balanced weights (loss.beta) switched on
     # from this epoch (0-based); 0 = off for every loss but ldam, whose default is then 0.8 x
     # train.num_epochs. -1 = never.
@@ -300,7 +304,7 @@ def get_config() -> ml_collections.ConfigDict:
     # ---------------------------------------------------------------- augmentation
     config.augment = augment = ml_collections.ConfigDict()
     # Chain of on-device ops, "|"-separated, each with optional k=v arguments, applied inside
-    # the jitted train step (ferjax/data/augment.py documents each op and its arguments):
+    # the jitted train step (ferjax/data/augment/ops.py documents each op and its arguments):
     #   per example: flip(p) | shift(pad) | crop(min_scale, max_ratio) (random resized crop) |
     #     rotate(degrees) | brightness(delta) | contrast(lower, upper) | gamma(lower, upper) |
     #     noise(std) | blur(sigma, p) | erase(p, min_area, max_area) (random erasing);

@@ -63,7 +63,7 @@ def np_cb_weights(counts, beta):
     return w * len(counts) / w.sum()
 
 
-def np_reference(name, z, t, gamma=2.0, beta=0.9999, tau=1.0, max_margin=0.5, scale=30.0, drw=0):
+def np_reference(name, z, t, gamma=2.0, beta=0.9999, tau=1.0, max_margin=0.5, scale=1.0, drw=0):
     if name == "cross_entropy":
         return np_ce(z, t)
     if name == "focal":
@@ -195,3 +195,12 @@ def test_class_balanced_weights_edge_cases():
     w = np.asarray(class_balanced_weights(counts, 0.9999))
     assert w[1] == 0 and np.all(np.isfinite(w))
     np.testing.assert_allclose(w, np_cb_weights(counts, 0.9999), rtol=RTOL)
+
+
+@pytest.mark.parametrize("kind", ["one_hot", "soft"])
+def test_ldam_scale_matches_the_formula(kind):
+    """The paper's s = 30 (for cosine logits) still computes what the formula says."""
+    t = TARGETS[kind]
+    got = per_example_loss("ldam", LOGITS / 30.0, t, _ctx(drw=True, scale=30.0))
+    want = np_reference("ldam", LOGITS.astype(np.float64) / 30.0, t, scale=30.0, drw=1)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)

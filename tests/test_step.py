@@ -245,3 +245,58 @@ def test_classification_report():
     assert r["balanced_accuracy"] == pytest.approx((0.5 + 1 + 0.5) / 3)
     assert r["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
     assert confusion_matrix(labels, labels, 3).trace() == 6
+
+
+# ------------------------------------------------------------------ imbalance remedies, EMA, SAM
+
+
+def test_spec_takes_the_prior_from_the_sampled_counts_and_schedules_drw():
+    counts = np.array([80.0, 10.0, 10.0])
+    config = tiny_config(loss__name="ldam", train__num_epochs=10)
+    spec = S.StepSpec.from_config(config, (0.0, 1.0), 7, counts, 3)
+    np.testing.assert_allclose(spec.prior, [0.8, 0.1, 0.1])
+    assert spec.drw_step == 8 * 7  # ldam's default: 0.8 x the epochs
+    assert S.StepSpec.from_config(tiny_config(), (0.0, 1.0), 7, counts, 3).drw_step == -1
+    cfg = tiny_config(loss__drw_epoch=3)
+    assert S.StepSpec.from_config(cfg, (0.0, 1.0), 7, counts, 3).drw_step == 21
+    uniform = S.StepSpec.from_config(tiny_config(), (0.0, 1.0), 7, None, 4)
+    np.testing.assert_allclose(uniform.prior, [0.25] * 4)
+
+
+def test_deferred_reweighting_weights_examples_by_class_from_its_step():
+    """Before drw_step the loss is plain; from it, each example is weighted by its class's
+    class-balanced weight (any loss but ldam, which weights itself)."""
+    logits = jnp.array([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+    targets = jnp.eye(3)[jnp.array([0, 1])]
+    counts = jnp.array([100.0, 10.0, 10.0])
+    ctx = lambda drw: LossContext(prior=counts / 120, counts=counts, drw=drw, beta=0.99)
+    off, per = S.training_loss(logits, targets, jnp.ones(2), ctx(jnp.array(False)), "focal")
+    on, _ = S.training_loss(logits, targets, jnp.ones(2), ctx(jnp.array(True)), "focal")
+    w = (1 - 0.99) / (1 - 0.99 ** np.array([100.0, 10.0, 10.0]))
+    w = w * 3 / w.sum()
+    np.testing.assert_allclose(off, per.mean(), rtol=1e-6)
+    np.testing.assert_allclose(on, (per * w[[0, 1]]).mean(), rtol=1e-5)
+
+
+def test_ema_follows_the_parameters_and_sam_changes_the_step():
+    """EMA: after one step ema = d * p0 + (1 - d) * p1, leaf by leaf; the averaged weights
+    are what evaluation uses. SAM: the update differs from plain SGD's, rho = 0 is plain."""
+    data, batch = data_and_batch()
+    plain = program(optim__name="sgd", optim__momentum=0.0)
+    p0 = jax.device_get(plain.state.params)
+    one, _ = plain.train_step(plain.state, data, batch)
+    p = program(optim__name="sgd", optim__momentum=0.0, train__ema_decay=0.9)
+    ema_state, _ = p.train_step(p.state, data, batch)
+    jax.tree.map(
+        lambda e, a, b: np.testing.assert_allclose(e, 0.9 * a + 0.1 * b, rtol=1e-6),
+        ema_state.ema["params"],
+        p0,
+        jax.device_get(ema_state.params),
+    )
+    assert ema_state.eval_variables()["params"] is ema_state.ema["params"]
+    assert one.eval_variables()["params"] is one.params and one.ema == {}
+    jax.tree.map(np.testing.assert_array_equal, ema_state.params, one.params)
+    s = program(optim__name="sgd", optim__momentum=0.0, optim__sam_rho=0.5)
+    sam, m = s.train_step(s.state, data, batch)
+    delta = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), sam.params, one.params)
+    assert max(jax.tree.leaves(delta)) > 1e-4 and bool(np.isfinite(m["loss_sum"]))

@@ -201,3 +201,58 @@ def test_step_loop_syncs_with_the_host_only_at_log_points(tmp_path, monkeypatch)
     # The log points themselves are counted: one more per extra log point.
     more_logs = _host_fetches(monkeypatch, tmp_path / "logs", num_train=640, log_every=5)
     assert more_logs == long + 2
+
+
+@pytest.mark.slow
+def test_ema_sam_and_a_prior_loss_resume_bitwise_and_are_used(tmp_path):
+    """With a parameter average, SAM, a prior-correcting loss and post-hoc adjustment: a run
+    halted mid-epoch resumes bitwise (the average included), the report says which weights and
+    adjustment it used, and inference loads the averaged weights."""
+    from ferjax.deploy.inference import load_run
+
+    remedies = dict(
+        train__ema_decay=0.8,
+        optim__sam_rho=0.05,
+        loss__name="ldam",
+        loss__drw_epoch=1,
+        sampling__method="random",
+    )
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    report = run(tiny_config(**remedies), straight)
+    assert run(tiny_config(train__halt_after_steps=5, **remedies), resumed) is None
+    assert latest_params(resumed)[0] == 5  # the premise: it stopped mid-epoch
+    run(tiny_config(**remedies), resumed)
+    (s1, a), (s2, b) = latest_params(straight), latest_params(resumed)
+    assert s1 == s2 and "ema" in a and assert_trees_equal(a, b) > 0
+    assert train_losses(straight) == train_losses(resumed)
+    assert report["ema"] is True and report["logit_adjustment"]["tau"] == 0.0
+    prior = report["logit_adjustment"]["prior"]
+    assert max(prior.values()) - min(prior.values()) < 0.02  # random oversampling balanced it
+    _, best = latest_params(straight, "best")
+    trained = load_run(straight)
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        jax.device_get(trained.variables["params"]),
+        best["ema"]["params"],
+    )
+
+
+@pytest.mark.slow
+def test_patience_stops_and_posthoc_adjustment_reports_its_tau(tmp_path):
+    """Every layer frozen (no updates, BatchNorm statistics fixed): the validation accuracy
+    never improves after epoch 1, so patience 1 stops after epoch 2 of 6; the test report picks
+    tau on validation (auto) and records it with the training prior."""
+    config = tiny_config(
+        train__num_epochs=6,
+        train__patience=1,
+        model__freeze="stage,head",
+        eval__logit_adjust_tau="auto",
+    )
+    report = run(config, str(tmp_path))
+    steps_run = max(train_losses(tmp_path))
+    assert steps_run == 2 * 8 and report["checkpoint_step"] == 8
+    adjustment = report["logit_adjustment"]
+    assert adjustment["chosen_on"] == "val" and adjustment["tau"] in [
+        float(t) for t in np.arange(0.0, 2.01, 0.25)
+    ]
+    assert abs(sum(adjustment["prior"].values()) - 1.0) < 1e-9

@@ -244,7 +244,7 @@ class Trainer:
         self.t_saved = time.time()
         halt = self.config.train.halt_after_steps
         with StopSignal() as stop:
-            while self.step < self.total_steps:
+            while self.step < self.total_steps and not self._stop_early():
                 if self._run_epoch(stop) == "rolled back":
                     continue
                 if stop.requested(sync=True):
@@ -253,14 +253,6 @@ class Trainer:
                         f"stopped by signal at step {self.step}; checkpoint saved, re-run the "
                         "same command to resume"
                     )
-                if self._patience_exhausted():
-                    self.say(
-                        f"early stop at epoch {self.step // self.steps_per_epoch}: "
-                        f"{self.config.train.best_metric} has not improved for "
-                        f"{self.config.train.patience} epochs (best at step "
-                        f"{self.meta['best_step']})"
-                    )
-                    break
                 if halt and self.step >= halt:
                     self.close()
                     self.say(
@@ -268,6 +260,18 @@ class Trainer:
                     )
                     return None
         return self._test()
+
+    def _stop_early(self) -> bool:
+        """Early stopping, checked before each epoch (so a resumed run stops where it would
+        have)."""
+        if not self._patience_exhausted():
+            return False
+        self.say(
+            f"early stop at epoch {self.step // self.steps_per_epoch}: "
+            f"{self.config.train.best_metric} has not improved for "
+            f"{self.config.train.patience} epochs (best at step {self.meta['best_step']})"
+        )
+        return True
 
     def _patience_exhausted(self) -> bool:
         """train.patience: no improvement of the best metric for that many epochs (a function

@@ -54,7 +54,7 @@ class LossContext:
     beta: float = 0.9999
     tau: float = 1.0
     max_margin: float = 0.5
-    scale: float = 30.0
+    scale: float = 1.0
 
     def __post_init__(self):
         # Hyper-parameters given as Python numbers are checked here; traced ones are not.
