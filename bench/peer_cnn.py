@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import runpy
 import subprocess
 import sys
 import tempfile

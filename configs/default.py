@@ -257,7 +257,9 @@ def get_config() -> ml_collections.ConfigDict:
     # weights).
     sampling.method = "none"
     # imbalanced-learn's sampling_strategy (random, smote, adasyn): auto | not majority |
-    # minority | not minority | all, a float ratio, or per-class counts "happy:4000,sad:4000".
+    # minority | not minority | all, a ratio in (0, 1] (every class oversampled up to that
+    # fraction of the largest class: partial balancing, for any number of classes), or
+    # per-class counts "happy:4000,sad:4000".
     sampling.strategy = "auto"
     # Neighbours for smote / adasyn (a class with at most k examples uses all its others; a class
     # that needs synthetic records must have at least 2 examples).

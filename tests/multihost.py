@@ -1,6 +1,6 @@
 """Running ferjax as several processes on this machine (JAX's distributed runtime over
 loopback, gloo collectives), with an optional CPU load next to it: shared by
-tests/test_multihost.py and the by-hand loop tests/stress_multihost.py."""
+tests/test_runtime_multihost.py and the by-hand loop tests/stress_multihost.py."""
 
 from __future__ import annotations
 

@@ -46,6 +46,7 @@ def shrink(config, path: str):
     )
     config.model.cnn_widths, config.model.cnn_hidden, config.model.width = "8,16", 16, 8
     config.model.conv_impl = "xla"
+    config.train.dtype = "float32"  # bfloat16 is emulated (slow) on a CPU
     config.train.num_epochs, config.train.batch_size, config.train.eval_batch_size = 1, 16, 32
     config.train.log_every_steps, config.train.verbosity = 5, 0
     config.train.checkpoint_every_minutes = 0.0

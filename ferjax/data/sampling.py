@@ -51,6 +51,17 @@ def oversampling_targets(labels: np.ndarray, num_classes: int, strategy) -> np.n
     """Number of *extra* examples to draw per class, with imbalanced-learn's semantics."""
     from imblearn.utils import check_sampling_strategy
 
+    if isinstance(strategy, float):
+        # Partial balancing, for any number of classes (imbalanced-learn's float is binary
+        # only, with the same meaning there): every class up to ratio x the largest class.
+        if not 0 < strategy <= 1:
+            raise ConfigError(
+                f"sampling.strategy: got {strategy}, expected a ratio in (0, 1] of the "
+                "largest class"
+            )
+        counts = np.bincount(labels, minlength=num_classes)
+        target = int(np.ceil(strategy * counts.max()))
+        return np.where(counts > 0, np.maximum(target - counts, 0), 0).astype(np.int64)
     try:
         extra = check_sampling_strategy(strategy, labels, "over-sampling")
     except ValueError as e:

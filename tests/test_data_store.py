@@ -235,7 +235,7 @@ def test_decode_errors_are_reported_then_resume_converts_only_missing(source, re
 KILL_SCRIPT = """
 import json, sys
 sys.path[:0] = [{tests!r}, {root!r}]
-from test_shards import decode_slow, run_convert
+from test_data_store import decode_slow, run_convert
 from ferjax.data.store.manifest import FaceRecord
 records = {{s: [FaceRecord(*r) for r in v] for s, v in json.load(open({records!r})).items()}}
 run_convert(records, {out!r}, workers=2, decode=decode_slow)
