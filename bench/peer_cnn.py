@@ -37,6 +37,12 @@ if str(ROOT) not in sys.path:
 from bench import results_io  # noqa: E402
 
 
+def now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
 def overrides_for(args, size: int) -> list[str]:
     return [
         "--config.data.name=synthetic",
@@ -218,9 +224,8 @@ def main(argv=None) -> dict:
                 f"{pt['balanced_accuracy']:.3f} (load {load:.2f})",
                 flush=True,
             )
-    result = {"args": {k: v for k, v in vars(args).items()}, "runs": rows}
-    path = results_io.save(result, args.out, "peer_cnn")
-    print(f"wrote {path}")
+    result = {"time": now(), "args": vars(args), "runs": rows}
+    results_io.save(result, args.out, "peer_cnn")
     return result
 
 
