@@ -22,9 +22,9 @@ Train:
 
 Expected: an ImageNet ResNet-50 baseline is in the low-to-mid 60s on AffectNet-8 and mid 60s on
 AffectNet-7 (stronger methods: DAN 65.69% on AffectNet-7, POSTER++ 67.49% AffectNet-7 and 63.77%
-AffectNet-8). Balanced sampling makes an epoch ~8 x 134k happy faces = ~1.07M records: about 6-7
-minutes on one H100 in bfloat16 (ResNet-50 at 224 px: ~2,500-3,000 images/s); not measured here,
-no GPU was available to this project's tests.
+AffectNet-8). Balanced sampling makes an epoch ~8 x 134k happy faces = ~1.07M records: minutes
+of compute on one H100 in bfloat16, an estimate from the rates in bench/README.md; not measured
+here, no GPU was available to this project's tests.
 """
 
 import runpy

@@ -81,8 +81,9 @@ def get_config() -> ml_collections.ConfigDict:
     clean.cross_split = True
     # Near-duplicates by a 256-bit DCT perceptual hash: drop images within near_hamming bits
     # (0..128) of an earlier image of the same split, and train images that near-match val/test.
-    # 20 catches re-encoded, brightness/contrast-shifted or slightly noisier copies; it flags
-    # 12 of 35,887 procedural faces. Costs ~15 s for a FER2013-sized set on 2 CPU cores.
+    # 20 catches re-encoded, brightness/contrast-shifted or slightly noisier copies and flags
+    # only a handful of procedural faces. Off by default: the all-pairs hash comparison costs
+    # noticeable CPU time on a FER2013-sized set.
     clean.near_duplicates = False
     clean.near_hamming = 20
     # Label-noise hook: a text file, one entry per line, `[split:]row` to drop that row or
@@ -147,8 +148,8 @@ def get_config() -> ml_collections.ConfigDict:
     # XLA's CPU convolutions run through YNNPACK, see ferjax/runtime/platform.py) | xla (Flax's
     # nn.Conv
     # and nn.max_pool, XLA's own gradients) | fast (nn.Conv + ferjax.models.ops.max_pool_2x2, whose
-    # gradient is ~4x faster on CPU) | gemm (fast + convolution weight gradients as cache-sized
-    # im2col GEMMs). All give the same parameter tree, so checkpoints interchange.
+    # gradient is several times faster on CPU) | gemm (fast + convolution weight gradients as
+    # cache-sized im2col GEMMs). All give the same parameter tree, so checkpoints interchange.
     model.conv_impl = "auto"
 
     # ---------------------------------------------------------------- optimiser
@@ -214,8 +215,8 @@ def get_config() -> ml_collections.ConfigDict:
     # report MFU. E.g. 989e12 for an H100 in bf16 (dense), 197e12 for a TPU v5e.
     train.peak_flops_per_device = 0.0
     # JAX's persistent compilation cache: compiled steps are reused by later runs of the same
-    # model and shapes (start-up ~2-3x faster). "auto" = ~/.cache/ferjax/jax (or
-    # $XDG_CACHE_HOME/ferjax/jax); a path; "" = off.
+    # model and shapes (a faster start-up; `python -m bench.startup` measures it). "auto" =
+    # ~/.cache/ferjax/jax (or $XDG_CACHE_HOME/ferjax/jax); a path; "" = off.
     train.compilation_cache_dir = "auto"
     # Also checkpoint when this many minutes passed since the last one (0 = off; single-host).
     train.checkpoint_every_minutes = 0.0
@@ -266,9 +267,9 @@ def get_config() -> ml_collections.ConfigDict:
     sampling.k_neighbors = 5
     # Feature space of the neighbour search (smote / adasyn), done once on the host:
     # pca (default: a randomized PCA of the pixels, fitted on 4,096 training examples and
-    # streamed over uint8 batches; on FER2013-sized data ~140x less numpy memory (~70x peak RSS)
-    # than imblearn's fit_resample and ~2x faster, see bench/smote_memory.py; 98% of neighbours
-    # agree with an exact PCA's) | pixels (raw 48x48 pixels: the very neighbours
+    # streamed over uint8 batches; on FER2013-sized data it needs far less memory and time than
+    # imblearn's fit_resample, see bench/README.md and bench/smote_memory.py; nearly all of its
+    # neighbours agree with an exact PCA's) | pixels (raw 48x48 pixels: the very neighbours
     # imblearn's SMOTE finds, at the cost of a float32 copy of the largest resampled class, or
     # of the whole training split for adasyn).
     # Refreshing neighbours in the model's embedding during training is not implemented.

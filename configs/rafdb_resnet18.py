@@ -17,8 +17,8 @@ Train:
 
 Expected: an ImageNet ResNet-18 fine-tuned in colour at 112-224 px reaches ~86-88% test accuracy
 in the literature (stronger methods: DAN 89.70%, POSTER++ 92.21%). On one modern GPU (H100,
-bfloat16) an epoch of 12k faces at 112 px is a few seconds of compute (ResNet-18 at 112 px runs
-at ~10k images/s there); not measured here: no GPU was available to this project's tests.
+bfloat16) an epoch of 12k faces at 112 px is seconds of compute, an estimate from the rates in
+bench/README.md; not measured here: no GPU was available to this project's tests.
 """
 
 import runpy

@@ -42,11 +42,16 @@ def test_ten_crop_prediction_is_chunked_to_the_budget_and_unchanged():
     rng = np.random.default_rng(0)
     images = devices.replicate(rng.integers(0, 256, (300, 48, 48, 1), np.uint8), p.mesh)
     variables = p.state.eval_variables()
-    whole = P.predict_split(p.predict, variables, images, 300, 256, p.mesh, memory_budget_mb=1e5)
-    big = P._COMPILED[next(k for k in P._COMPILED if k[2] == 256)][1]
+    cache = {}
+    whole = P.predict_split(
+        p.predict, variables, images, 300, 256, p.mesh, memory_budget_mb=1e5, cache=cache
+    )
+    big = cache[((300, 48, 48, 1), 256, 100000)][1]
     assert big.memory_analysis().temp_size_in_bytes > 4 * 2**20  # the premise
-    chunked = P.predict_split(p.predict, variables, images, 300, 256, p.mesh, memory_budget_mb=4)
-    batch, compiled = P._COMPILED[(p.predict, (300, 48, 48, 1), 256, 4)]
+    chunked = P.predict_split(
+        p.predict, variables, images, 300, 256, p.mesh, memory_budget_mb=4, cache=cache
+    )
+    batch, compiled = cache[((300, 48, 48, 1), 256, 4)]
     assert batch < 256 and compiled.memory_analysis().temp_size_in_bytes <= 4 * 2**20
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
     assert chunked.shape == (300, 7)

@@ -256,3 +256,27 @@ def test_patience_stops_and_posthoc_adjustment_reports_its_tau(tmp_path):
         float(t) for t in np.arange(0.0, 2.01, 0.25)
     ]
     assert abs(sum(adjustment["prior"].values()) - 1.0) < 1e-9
+
+
+@pytest.mark.slow
+def test_posthoc_adjustment_is_what_evaluate_and_classify_use(tmp_path):
+    """A fixed eval.logit_adjust_tau: report.json, `ferjax evaluate` and the finished run's
+    classify (the function the exports convert) all apply the same adjustment."""
+    from ferjax.cli.evaluate import evaluate
+    from ferjax.data.load import load_data
+    from ferjax.deploy.inference import load_run
+
+    config = tiny_config(eval__logit_adjust_tau="1.5", train__num_epochs=1)
+    report = run(config, str(tmp_path))
+    assert report["logit_adjustment"]["tau"] == 1.5
+    again, _ = evaluate(str(tmp_path), figures=False)
+    assert {k: again[k] for k in report} == report
+    trained = load_run(str(tmp_path))
+    test = load_data(config).splits["test"]
+    probs = trained.classify(test.images)
+    cm = np.zeros((7, 7), int)
+    np.add.at(cm, (test.labels, probs.argmax(1)), 1)
+    assert cm.tolist() == report["confusion_matrix"]
+    plain = load_run(str(tmp_path))
+    plain.adjustment = {"tau": 0.0}
+    assert not np.array_equal(plain.classify(test.images).argmax(1), probs.argmax(1))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import jax
+import numpy as np
 
 from ferjax.cli.flags import Parser, run
 from ferjax.config.validate import validate
@@ -19,7 +20,7 @@ from ferjax.data.load import load_data
 from ferjax.data.sources.formats import FORMATS
 from ferjax.deploy.inference import CHECKPOINTS, load_run
 from ferjax.evaluation import plots
-from ferjax.evaluation.predict import make_predict, predict_split, report_with_loss
+from ferjax.evaluation.predict import adjust_logits, make_predict, predict_split, report_with_loss
 from ferjax.evaluation.tta import TTA_MODES
 from ferjax.runtime import devices
 from ferjax.runtime.errors import ConfigError, DataFormatError
@@ -74,9 +75,15 @@ def evaluate(
     variables = devices.replicate(trained.variables, mesh)
     images = devices.replicate(s.images, mesh)
     probs = predict_split(predict, variables, images, len(s), config.train.eval_batch_size, mesh)
+    adjustment = trained.adjustment
+    if adjustment.get("tau"):  # the run's post-hoc logit adjustment, as its report used it
+        prior = np.asarray([adjustment["prior"][n] for n in trained.class_names])
+        probs = adjust_logits(probs, prior, float(adjustment["tau"]))
     report = report_with_loss(s.labels, probs, data.class_names, split)
     report.update(
         tta=tta,
+        logit_adjustment=adjustment,
+        ema=trained.ema,
         checkpoint_step=trained.step,
         checkpoint=trained.checkpoint,
         data=data.source or config.data.name,

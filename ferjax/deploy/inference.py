@@ -10,6 +10,7 @@ variables are restored: the optimizer state is not needed.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from typing import Any
 
@@ -22,7 +23,7 @@ import orbax.checkpoint as ocp
 from ferjax.evaluation.predict import make_classify
 from ferjax.models import create_model
 from ferjax.runtime.errors import CheckpointError, ConfigError
-from ferjax.runtime.workdir import BEST, LATEST, RunInfo, Workdir
+from ferjax.runtime.workdir import BEST, LATEST, LOGIT_ADJUSTMENT, RunInfo, Workdir
 
 CHECKPOINTS = (BEST, LATEST)
 
@@ -31,9 +32,11 @@ CHECKPOINTS = (BEST, LATEST)
 class TrainedRun:
     """What inference needs from a workdir.
 
-    variables: {"params", "batch_stats"} of the checkpoint; info: model_info.json (class names,
-    input shape (H, W) and channels, normalisation); config: config.json with model.style
-    resolved and model.init_from cleared.
+    variables: {"params", "batch_stats"} of the checkpoint (the moving average when the run
+    kept one: `ema`); info: model_info.json (class names, input shape (H, W) and channels,
+    normalisation); config: config.json with model.style resolved and model.init_from cleared;
+    adjustment: the post-hoc logit adjustment the run's report used ({"tau", "prior", ...}, tau
+    0 when none), applied by classify, evaluate and the exports alike.
     """
 
     workdir: Workdir
@@ -43,6 +46,17 @@ class TrainedRun:
     variables: dict
     checkpoint: str
     step: int
+    ema: bool = False
+    adjustment: dict = dataclasses.field(default_factory=lambda: {"tau": 0.0})
+
+    @property
+    def log_prior_shift(self) -> np.ndarray | None:
+        """tau x log prior, float32[K] (subtracted from the log-probabilities), or None."""
+        tau = float(self.adjustment.get("tau") or 0.0)
+        if not tau:
+            return None
+        prior = np.asarray([self.adjustment["prior"][n] for n in self.class_names], np.float64)
+        return (tau * np.log(np.maximum(prior, 1e-12))).astype(np.float32)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -57,13 +71,22 @@ class TrainedRun:
         """classify(variables, images uint8[B, H, W, C]) -> float32[B, K], the function
         training evaluates with. tta: a TTA mode (default: the run's eval.tta)."""
         tta = self.config.eval.tta if tta is None else tta
-        return make_classify(
+        classify = make_classify(
             self.model,
             self.info.normalization,
             tta,
             self.config.data.median_filter,
             self.config.eval.tta_crop,
         )
+        shift = self.log_prior_shift
+        if shift is None:
+            return classify
+
+        def adjusted(variables, images):
+            logp = jnp.log(jnp.maximum(classify(variables, images), 1e-30)) - shift
+            return jax.nn.softmax(logp, axis=-1)
+
+        return adjusted
 
     def classify(self, images: np.ndarray, tta: str | None = None, batch_size: int = 64):
         """Class probabilities float32[N, K] of uint8[N, H, W, C] faces, in fixed-size batches
@@ -99,7 +122,7 @@ def _checkpoint_dir(workdir: Workdir, which: str) -> tuple[str, str]:
     )
 
 
-def _restore_variables(directory: str, abstract: dict) -> tuple[dict, int]:
+def _restore_variables(directory: str, abstract: dict) -> tuple[dict, int, bool]:
     """Restores params and batch_stats of the newest step in `directory` (their moving
     average when train.ema_decay kept one: what validation and test used) and checks them
     against the model's shapes."""
@@ -115,6 +138,7 @@ def _restore_variables(directory: str, abstract: dict) -> tuple[dict, int]:
     state = restored["state"]
     source = state.get("ema") or state  # the parameter average when the run kept one
     variables = {"params": source["params"], "batch_stats": source.get("batch_stats") or {}}
+    ema = bool(state.get("ema"))
     want = jax.tree.map(lambda a: tuple(a.shape), abstract)
     got = jax.tree.map(lambda a: tuple(np.shape(a)), variables)
     if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
@@ -123,7 +147,7 @@ def _restore_variables(directory: str, abstract: dict) -> tuple[dict, int]:
             "config.json and model_info.json describe"
         )
     variables = jax.tree.map(lambda a, s: jnp.asarray(a, s.dtype), variables, abstract)
-    return variables, int(step)
+    return variables, int(step), ema
 
 
 def rebuild_model(config: ml_collections.ConfigDict, info: RunInfo, conv_impl: str | None = None):
@@ -153,5 +177,8 @@ def load_run(workdir: str, checkpoint: str = BEST, conv_impl: str | None = None)
     )
     abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
     directory, name = _checkpoint_dir(run, checkpoint)
-    variables, step = _restore_variables(directory, abstract)
-    return TrainedRun(run, config, info, model, variables, name, step)
+    variables, step, ema = _restore_variables(directory, abstract)
+    adjustment = {"tau": 0.0}
+    if os.path.isfile(run.file(LOGIT_ADJUSTMENT)):
+        adjustment = run.read_json(LOGIT_ADJUSTMENT, "")
+    return TrainedRun(run, config, info, model, variables, name, step, ema, adjustment)

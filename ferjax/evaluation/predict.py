@@ -97,18 +97,23 @@ def fitting_batch(compile_at, batch_size: int, n_dev: int, budget: int):
         batch_size = max(n_dev, min(smaller, batch_size - n_dev))
 
 
-# (predict_fn, images' shape, batch, budget) -> (batch, compiled): evaluation compiles once.
-_COMPILED: dict = {}
-
-
 def predict_split(
-    predict_fn, variables, images, num: int, batch_size: int, mesh, memory_budget_mb: float = 0
+    predict_fn,
+    variables,
+    images,
+    num: int,
+    batch_size: int,
+    mesh,
+    memory_budget_mb: float = 0,
+    cache: dict | None = None,
 ) -> np.ndarray:
     """Runs `predict_fn` over images[0:num] in padded, batch-sharded chunks. float32[num, K].
 
     Evaluation memory is bounded by design: the chunk is the largest batch (at most
     batch_size) whose compiled program, with every test-time view of every image, needs at
-    most the memory budget (memory_budget_bytes) for its temporaries."""
+    most the memory budget (memory_budget_bytes) for its temporaries. `cache` (a dict the
+    caller keeps, e.g. for a run's every validation) keeps the compiled program by (images'
+    shape, batch, budget), so repeated evaluations compile once."""
     n_dev = mesh.size
     batch_size = max(n_dev, batch_size // n_dev * n_dev)
     batch_size = min(batch_size, max(n_dev, -(-max(num, 1) // n_dev) * n_dev))
@@ -123,10 +128,11 @@ def predict_split(
 
     if hasattr(predict_fn, "lower"):
         budget = memory_budget_bytes(memory_budget_mb)
-        key = (predict_fn, tuple(images.shape), batch_size, budget // 2**20)
-        if key not in _COMPILED:
-            _COMPILED[key] = fitting_batch(compile_at, batch_size, n_dev, budget)
-        batch_size, run = _COMPILED[key]
+        key = (tuple(images.shape), batch_size, budget // 2**20)
+        cache = {} if cache is None else cache
+        if key not in cache:
+            cache[key] = fitting_batch(compile_at, batch_size, n_dev, budget)
+        batch_size, run = cache[key]
     else:
         run = predict_fn
     outs = []

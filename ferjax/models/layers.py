@@ -2,21 +2,23 @@
 
 xla:  flax.linen.Conv / max_pool (XLA's own gradients; best on GPU/TPU).
 fast: StoredInputConv (flax.linen.Conv reading a stored input) / ferjax.models.ops.max_pool_2x2 (a
-      max-pool gradient ~4x faster than XLA's select_and_scatter on CPU); best on CPU when XLA's
-      convolutions run on its Eigen kernels, which ferjax.runtime.platform arranges by default.
+      max-pool gradient several times faster than XLA's select_and_scatter on CPU); best on CPU
+      when XLA's convolutions run on its Eigen kernels, which ferjax.runtime.platform arranges
+      by default.
 gemm: GemmConv / ferjax.models.ops.max_pool_2x2: the convolution's weight gradient as cache-sized
       im2col GEMMs; best on CPU when XLA's convolutions go through YNNPACK (jaxlib 0.10's
-      default, i.e. with FERJAX_CPU_TUNING=0), whose weight gradients are ~8x slower.
+      default, i.e. with FERJAX_CPU_TUNING=0), whose weight gradients are far slower.
 winograd: ferjax.models.winograd_conv.WinogradConv / ferjax.models.ops.max_pool_2x2: stride-1 3x3
       convolutions by Winograd F(m x m, 3 x 3) (2.25-4x fewer multiplies, as batched GEMMs),
       strided and 1x1 layers with GEMM input gradients (ferjax.models.ops.im2col); on one CPU device
-      1.4-1.5x `fast` per train step (bench/README.md). Its batch loop (lax.map over chunks of
-      images) would gather a batch-sharded input, so auto keeps `fast` on several devices.
+      faster than `fast` per train step for wide models (bench/README.md). Its batch loop
+      (lax.map over chunks of images) would gather a batch-sharded input, so auto keeps `fast`
+      on several devices.
 auto: on CPU when XLA's convolutions are tuned (ferjax.runtime.platform.xla_cpu_convs_tuned()):
       winograd for a model whose widest 3x3 layer has >= WINOGRAD_MIN_WIDTH channels, on one
       device; otherwise fast. Untuned: gemm. Any other backend: xla. Winograd's programs take
-      2-3x longer to compile (~6 s more for a train step on 2 cores), which a narrow model's
-      steps do not win back: the demo CNN (32/64/128) runs its steps no faster with it.
+      markedly longer to compile (bench/README.md), which a narrow model's steps do not win
+      back: the demo CNN (32/64/128) runs its steps no faster with it.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from ferjax.runtime.registry import Registry
 # model.conv_impl -> ConvImpl; "auto" picks one per platform (resolve_conv_impl).
 CONV_IMPLS = Registry("model.conv_impl")
 AUTO = "auto"
-# auto picks winograd only for models this wide (measured: cnn 64..512 and ResNet-18 gain
-# 1.4-1.5x per step; the demo CNN 32..128 gains nothing and compiles ~10 s longer).
+# auto picks winograd only for models this wide (cnn 64..512 and ResNet-18 gain per step; the
+# demo CNN 32..128 gains nothing and compiles longer; bench/README.md).
 WINOGRAD_MIN_WIDTH = 256
 
 
@@ -75,9 +77,9 @@ class StoredInputConv(nn.Conv):
 
     XLA's CPU weight gradient transposes the conv input to [Cin, H, W, B]. Left to itself XLA
     fuses the input's producer (BatchNorm + ReLU) into that transpose and recomputes it with
-    strided reads: 180-300 ms for a 128x48x48x64 activation against 33 ms for transposing the
-    stored array (lax.optimization_barrier does not help: XLA's CPU pipeline removes it before
-    fusion). Measured on the default CNN: train step ~10% faster (bench/README.md)."""
+    strided reads, several times the cost of transposing the stored array
+    (lax.optimization_barrier does not help: XLA's CPU pipeline removes it before fusion). The
+    default CNN's train step is faster with it (bench/README.md)."""
 
     def __call__(self, inputs):
         return super().__call__(stored(inputs))  # a no-op on several devices

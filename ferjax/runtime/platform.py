@@ -4,10 +4,10 @@ Two settings that must be made before JAX creates its CPU client (the first comp
 
 1. Convolution library of XLA's CPU backend. jaxlib 0.10 sends convolutions through YNNPACK by
    default; on x86 that runs 64-channel convolutions on one thread and computes weight gradients
-   ~8x slower than XLA's Eigen kernels (bench/README.md). `XLA_CPU_FLAGS` keeps YNNPACK for
-   reductions (where it is faster than XLA's own loops, e.g. BatchNorm statistics) and leaves
-   convolutions to Eigen. The flag exists only in some jaxlib versions and XLA aborts on an
-   unknown flag, so it is added only for the versions it was measured on, and never when
+   several times slower than XLA's Eigen kernels (bench/README.md). `XLA_CPU_FLAGS` keeps
+   YNNPACK for reductions (where it is faster than XLA's own loops, e.g. BatchNorm statistics)
+   and leaves convolutions to Eigen. The flag exists only in some jaxlib versions and XLA aborts
+   on an unknown flag, so it is added only for the versions it was measured on, and never when
    XLA_FLAGS already sets it. It is read by the CPU compiler only: GPU/TPU programs are untouched.
 2. glibc malloc: every XLA step allocates its large temporaries afresh and the kernel faults
    them in page by page. GLIBC_TUNABLES=glibc.malloc.hugetlb=1 backs them with transparent huge

@@ -21,8 +21,8 @@ class _NoKerasLoader(importlib.abc.Loader):
 class _SkipKeras(importlib.abc.MetaPathFinder):
     """While TensorFlow is being imported, executing `import keras` raises ImportError (looking
     Keras up still works). TensorFlow's __init__ eagerly imports Keras (and through it
-    scikit-learn), ~40% of its import time, and catches that ImportError; ferjax needs only
-    tf.data. A later `import keras` works as usual."""
+    scikit-learn), a large part of its import time, and catches that ImportError; ferjax needs
+    only tf.data. A later `import keras` works as usual."""
 
     def find_spec(self, name, path=None, target=None):
         if name != "keras":

@@ -32,6 +32,8 @@ DATA_REPORT = "data_report.json"
 SAMPLING_REPORT = "sampling_report.json"
 METRICS = "metrics.jsonl"
 REPORT = "report.json"
+# Post-hoc logit adjustment a finished run uses (tau, prior): written with report.json.
+LOGIT_ADJUSTMENT = "logit_adjustment.json"
 CHECKPOINTS = "checkpoints"
 LATEST, BEST = "latest", "best"
 # Files and folders whose presence marks a folder as a ferjax run's workdir.

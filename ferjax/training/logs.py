@@ -14,7 +14,7 @@ from ferjax.runtime.workdir import METRICS, Workdir
 class MetricLog:
     """`write(step, split, scalars)` to metrics.jsonl (process 0) and TensorBoard.
 
-    The TensorBoard writer (clu, i.e. TensorFlow's summary ops: ~1.5 s to set up) is created at
+    The TensorBoard writer (clu, i.e. TensorFlow's summary ops: slow to set up) is created at
     the first write, after the first train step has been dispatched, together with the
     run-start summaries given as `on_open(writer)`."""
 

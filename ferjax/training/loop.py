@@ -37,7 +37,7 @@ from ferjax.runtime.distributed import where
 from ferjax.runtime.errors import Preempted, TrainingDiverged
 from ferjax.runtime.progress import Progress
 from ferjax.runtime.signals import StopSignal
-from ferjax.runtime.workdir import SAMPLING_REPORT, RunInfo, Workdir
+from ferjax.runtime.workdir import LOGIT_ADJUSTMENT, SAMPLING_REPORT, RunInfo, Workdir
 from ferjax.training import summaries, transfer
 from ferjax.training.checkpoint import Checkpoints, check_config_unchanged
 from ferjax.training.logs import MetricLog
@@ -137,6 +137,7 @@ class Trainer:
         self.state = transfer.init_from(config, self.program.state, workdir)
         self.on_device = self.input.on_device
         self.val_images = devices.replicate(self.val.images, self.mesh)
+        self.eval_programs: dict = {}  # compiled evaluation programs (evaluation.predict)
         self.say(self.input.description)
         self.ckpts = Checkpoints(self.workdir)
         self.meta = {"best_value": None, "best_step": None}
@@ -414,6 +415,7 @@ class Trainer:
             self.config.train.eval_batch_size,
             self.mesh,
             memory_budget_mb=self.config.eval.memory_budget_mb,
+            cache=self.eval_programs,
         )
 
     @property
@@ -455,6 +457,8 @@ class Trainer:
             "prior": dict(zip(self.data.class_names, map(float, self.prior), strict=True)),
         }
         report["ema"] = bool(self.state.ema)
+        if self.is_main:
+            self.workdir.write_json(LOGIT_ADJUSTMENT, report["logit_adjustment"])
         report["checkpoint_step"] = int(fetch(state.step))
         self.log.write(report["checkpoint_step"], "test", report_scalars(report))
         if self.is_main:

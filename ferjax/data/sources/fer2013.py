@@ -5,10 +5,10 @@ order angry, disgust, fear, happy, sad, surprise, neutral), 2,304 space-separate
 (48x48, row-major, 0..255; the field may be quoted), and the split (`Training`, `PublicTest`,
 `PrivateTest`). The real file has 35,887 rows and is 290 MB.
 
-Pixels are parsed by NumPy's C text parser (no per-value Python; ~7 s for the real file),
-and every row is validated. Bad rows either stop the run (`on_error="raise"`, one line naming
-the file, the row and what was wrong) or are dropped and counted by reason (`"skip"`).
-Parsed arrays are cached as `.npz`, keyed by the file's content hash.
+Pixels are parsed by NumPy's C text parser (no per-value Python), and every row is validated.
+Bad rows either stop the run (`on_error="raise"`, one line naming the file, the row and what was
+wrong) or are dropped and counted by reason (`"skip"`). Parsed arrays are cached as `.npz`,
+keyed by the file's content hash.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ In colour (channels=3) the same faces get skin tones, hair, irises, darker lips,
 coloured backgrounds and occluders. The grayscale faces are bit-identical to the original
 renderer: the colour path draws its extra random numbers only after the grayscale draws.
 
-Generation is vectorised over chunks of faces (tens of thousands of faces per second).
+Generation is vectorised over chunks of faces (no per-face Python loop).
 """
 
 from __future__ import annotations

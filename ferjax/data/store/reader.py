@@ -230,7 +230,7 @@ def prefetch_batches(
     """Yields gather(b) for each b of `index_batches`, in order, with up to `depth` batches
     gathered ahead on background threads (so reading overlaps the device step). Host memory:
     up to depth + 1 gathered batches alive at once, plus the one the caller still holds (at
-    256 x 224x224x3, 37.6 MB a batch: depth 2 -> ~150 MB; measured peaks in bench/shards.py).
+    256 x 224x224x3, 38.5 MB a batch: depth 2 -> ~150 MB; measured peaks in bench/shards.py).
 
     Example: `prefetch_batches(batches, lambda b: {**b, "x": store.gather(b["i"])}, 3)`."""
     if depth < 1:

@@ -2,9 +2,8 @@
 
 When XLA's CPU backend runs convolutions through YNNPACK (jaxlib 0.10's default, i.e. with
 FERJAX_CPU_TUNING=0; see ferjax/runtime/platform.py), it computes the weight gradient of a
-mid-sized 3x3
-convolution ~20x slower than the forward pass (e.g. 1.5 s vs 71 ms for 128x24x24x64 -> 64), and
-large temporaries cost page faults on every step. This is model.conv_impl=gemm.
+mid-sized 3x3 convolution many times slower than the forward pass (bench/README.md), and large
+temporaries cost page faults on every step. This is model.conv_impl=gemm.
 `conv2d` keeps XLA's forward and input gradient and computes
 dW[kh, kw, ci, co] = sum_{b,h,w} x_pad[b, s*h + kh, s*w + kw, ci] * dy[b, h, w, co]
 one batch chunk at a time: the chunk's patches [rows, KH*KW*Cin] stay in cache and one plain

@@ -1,7 +1,7 @@
 """Convolutions as im2col GEMMs, for the layers Winograd does not cover (strided and 1x1).
 
 XLA's CPU input gradient of a strided 3x3 convolution is a convolution with a dilated input
-(2.7x PyTorch's time for 64x48x48x64 -> 128, stride 2; bench/conv_layers.py), and its 1x1
+(well behind PyTorch's on ResNet's downsampling layers; bench/README.md), and its 1x1
 convolutions are not plain GEMMs. Here, with patches [rows, KH*KW*Cin] built one batch chunk
 at a time so they stay in cache:
 
@@ -127,8 +127,8 @@ def pointwise_conv(x: jax.Array, w: jax.Array, strides=(1, 1)) -> jax.Array:
     """1x1 convolution x [B, H, W, Cin] (*) w [1, 1, Cin, Cout] as one 2-D GEMM of the strided
     input [B*Ho*Wo, Cin]; autodiff gives plain GEMM gradients (dx scattered back by a padding
     XLA fuses). The 2-D form matters: with the batch and spatial axes as three contracting
-    dimensions XLA's dW is 3x slower, and XLA's own strided 1x1 backward 8x (64x48x48x64 -> 128,
-    stride 2: 17 ms against 130 ms)."""
+    dimensions XLA's dW is several times slower, and so is XLA's own strided 1x1 backward
+    (`python -m bench.conv_layers` times the layers; bench/README.md)."""
     xs = x[:, :: strides[0], :: strides[1]]
     b, ho, wo, cin = xs.shape
     return (xs.reshape(b * ho * wo, cin) @ w[0, 0]).reshape(b, ho, wo, -1)
@@ -149,7 +149,7 @@ def stored(x: jax.Array) -> jax.Array:
 
     Without it, XLA fuses x's producers (BatchNorm, residual adds, ReLU, back through whole
     residual chains) into the [Cin, H, W, B] transpose of its weight gradient and recomputes
-    them there with strided reads: 211 ms for ResNet-18's 64x48x48x64 stage-2 input.
+    them there with strided reads, a large cost for ResNet-18's stage-2 input (bench/README.md).
     ferjax.models.layers.StoredInputConv reads its input through this too. One device only:
     under SPMD partitioning the predicate (an element of the global batch) would need
     cross-device communication."""
@@ -175,8 +175,9 @@ _strided.defvjp(_strided_fwd, _strided_bwd)
 
 def strided_conv(x: jax.Array, w: jax.Array, strides=(2, 2), padding="SAME") -> jax.Array:
     """Strided (or any non-Winograd) convolution: XLA's forward and weight gradient, the input
-    gradient as chunked GEMMs + col2im (XLA's is a convolution over a dilated input: 60 vs
-    41 ms for 64x48x48x64 -> 128, stride 2). 1x1 kernels without padding: pointwise_conv."""
+    gradient as chunked GEMMs + col2im (XLA's is a convolution over a dilated input, slower on
+    ResNet's downsampling layers; bench/README.md). 1x1 kernels without padding:
+    pointwise_conv."""
     strides = tuple(strides)
     pads = tuple(tuple(p) for p in _pads(x.shape[1:3], w.shape[:2], strides, padding))
     if w.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):

@@ -1,9 +1,9 @@
 """2x2 / stride-2 max-pooling as a reshape + max, with a mask-based backward.
 
-XLA's CPU gradient of reduce_window max (select_and_scatter) costs ~2x a plain reshape + max
-for 128x48x48x32. The backward here routes each output cotangent to the first maximum of its
-window in row-major order, the element select_and_scatter picks, so gradients match
-flax.linen.max_pool exactly, ties included.
+XLA's CPU gradient of reduce_window max (select_and_scatter) costs more than a plain reshape +
+max (bench/README.md; `python -m bench.conv_grad` times both). The backward here routes each
+output cotangent to the first maximum of its window in row-major order, the element
+select_and_scatter picks, so gradients match flax.linen.max_pool exactly, ties included.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ dW = G^T dU G), "gemm" (the im2col GEMMs of ferjax.models.ops.conv.weight_grad) 
 (XLA's own).
 
 Accuracy (float32, bench.conv_layers --accuracy): F(2x2) is as accurate as a direct convolution;
-F(4x4) multiplies rounding errors by its transforms' larger coefficients (relative errors ~1e-5
-instead of ~1e-7).
+F(4x4) multiplies rounding errors by its transforms' larger coefficients (larger relative
+errors, too small to affect training; bench/README.md).
 """
 
 from __future__ import annotations
@@ -186,8 +186,8 @@ def output_transform_adjoint(dy: jax.Array, t: Transform, nh: int, nw: int) -> j
     """Adjoint of output_transform: dY [B, m*nh, m*nw, C] -> dM [a*a, B*nh*nw, C].
 
     Separable passes with the first one materialised; the kron GEMM used for the forward
-    needs a transpose of dY into [m*m, ...] that XLA copies at ~2.5 GB/s (dW of 64x48x48x64:
-    77 vs 92 ms)."""
+    needs a transpose of dY into [m*m, ...] that XLA copies slowly enough to make the weight
+    gradient slower than with these passes."""
     a, m = t.bt.shape[0], t.m
     b, c = dy.shape[0], dy.shape[-1]
     tiles = dy.reshape(b, nh, m, nw, m, c)
@@ -201,8 +201,8 @@ def output_transform_adjoint(dy: jax.Array, t: Transform, nh: int, nw: int) -> j
 
 def kernel_transform(w: jax.Array, t: Transform, flip: bool = False) -> jax.Array:
     """HWIO w [3, 3, Cin, Cout] -> U [a*a, Cin, Cout] = G w G^T per channel pair, as one GEMM
-    kron(G, G) [a*a, 9] x w [9, Cin*Cout] (no transposes: an einsum over the HWIO axes cost
-    ~10 ms per 512x512 kernel in transposes). flip: of the kernel rotated by 180 degrees (the
+    kron(G, G) [a*a, 9] x w [9, Cin*Cout] (no transposes: an einsum over the HWIO axes spent
+    its time in transposes for wide kernels). flip: of the kernel rotated by 180 degrees (the
     input gradient's), still [a*a, Cin, Cout]: the GEMM then contracts over Cout."""
     g = t.g[:, ::-1] if flip else t.g
     kron = jnp.asarray(np.kron(g, g), w.dtype)
@@ -224,7 +224,8 @@ def auto_tile(h: int, w: int) -> int:
     """Tile 2 or 4, whichever needs fewer GEMM multiplies for an h x w output ((m+2)^2 per
     m x m tile, counting the padded border tiles; 48, 24, 12 -> 4, 6 -> 2: a tie goes to the
     smaller, more accurate tile). Tile 3 is never picked: its transforms (coefficients 2 and
-    3) cost more than its fewer multiplies save (6x6x512 layer: 55 ms vs 39 ms for tile 2)."""
+    3) cost more than its fewer multiplies save (slower than tile 2 where measured;
+    `python -m bench.conv_layers --impls wino2,wino3`)."""
     return min((2, 4), key=lambda m: ((m + 2) ** 2 * _grid(h, w, m)[0] * _grid(h, w, m)[1], m))
 
 
