@@ -104,7 +104,9 @@ def chart(summary: dict, path: str) -> None:
     """Per-class recall by remedy: one group per class, one bar per remedy (mean over seeds,
     error bar = std over seeds), as PNG."""
     rows, classes = summary["rows"], summary["class_names"]
-    fig, ax = plots.plt.subplots(figsize=(2 + 0.25 * len(rows) * max(len(classes), 1), 4))
+    width_in = min(14.0, 2 + 0.18 * len(rows) * max(len(classes), 1))
+    fig, ax = plots.plt.subplots(figsize=(width_in, 4.5))
+    colours = plots.plt.get_cmap("tab20")
     width = 0.8 / max(len(rows), 1)
     xs = np.arange(len(classes))
     for k, (remedy, row) in enumerate(rows.items()):
@@ -115,12 +117,13 @@ def chart(summary: dict, path: str) -> None:
             yerr=[row["std"][f"recall_{c}"] for c in classes],
             capsize=2,
             label=remedy,
+            color=colours(k % 20),
         )
     ax.set_xticks(xs + 0.4 - width / 2, classes, rotation=20)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test recall (mean ± std over seeds)")
     ax.set_title("per-class recall by imbalance remedy")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     plots.save(fig, path)
 
