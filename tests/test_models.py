@@ -46,6 +46,7 @@ def _faces_at_112(head: str, epochs: int):
         train__batch_size=64,
         train__verbosity=0,
         model__cnn_head=head,
+        sampling__method="none",
     )
 
 
