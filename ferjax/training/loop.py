@@ -82,10 +82,9 @@ class Intervals:
         )
 
 
-def prior_line(sampler: Sampler, config: ml_collections.ConfigDict) -> str:
-    """The log line that says which class prior a prior-correcting loss or adjustment uses."""
-    counts = sampler.effective_counts()
-    prior = counts / counts.sum()
+def prior_line(sampler: Sampler, prior, config: ml_collections.ConfigDict) -> str:
+    """The log line that says which class prior (the step's, StepSpec.prior) a
+    prior-correcting loss or adjustment uses."""
     what = (
         "the training labels"
         if sampler.method == "none"
@@ -177,7 +176,7 @@ class Trainer:
             self.workdir.write_json(SAMPLING_REPORT, self.sampler.report())
         self.say(self.sampler.summary_line())
         if self.config.loss.name in LOSS_NEEDS_PRIOR or adjust_tau_setting(self.config):
-            self.say(prior_line(self.sampler, self.config))
+            self.say(prior_line(self.sampler, self.prior, self.config))
 
     def _run_start_summaries(self, writer) -> None:
         summaries.write_hparams(writer, self.config)

@@ -132,7 +132,7 @@ class StepSpec:
             class_counts = np.ones(num_classes or 1, np.float64)
         counts = np.asarray(class_counts, np.float64)
         prior = counts / max(counts.sum(), 1e-12)
-        loss = config.loss
+        loss, drw = config.loss, drw_epoch(config)
         return cls(
             seed=config.train.seed,
             augment=tuple((n, tuple(sorted(p.items()))) for n, p in parse_ops(config.augment.ops)),
@@ -143,7 +143,7 @@ class StepSpec:
             prior=tuple(float(p) for p in prior),
             counts=tuple(float(c) for c in counts),
             loss_args=(loss.gamma, loss.beta, loss.tau, loss.max_margin, loss.scale),
-            drw_step=drw_epoch(config) * steps_per_epoch if drw_epoch(config) >= 0 else -1,
+            drw_step=drw * steps_per_epoch if drw >= 0 else -1,
             sam_rho=float(config.optim.sam_rho),
             ema_decay=float(config.train.ema_decay),
             # float16 activations need the loss scaled up so that small gradients do not
