@@ -129,6 +129,18 @@ def face_line(face: Face, probs: np.ndarray, class_names, as_json: bool) -> str:
     )
 
 
+def draw_box(bgr: np.ndarray, box, text: str, thick: int) -> None:
+    """A green box with `text` on a filled label above it (below when there is no room), in
+    place on a BGR uint8 image."""
+    x, y, w, h = box
+    cv2.rectangle(bgr, (x, y), (x + w, y + h), (0, 200, 0), thick)
+    scale = max(0.4, w / 250)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    ty = y - 4 if y - th - base - 4 > 0 else y + h + th + 4
+    cv2.rectangle(bgr, (x, ty - th - base), (x + tw, ty + base), (0, 200, 0), -1)
+    cv2.putText(bgr, text, (x, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick)
+
+
 def annotate(path: str, faces: list[Face], probs: np.ndarray, class_names, out_dir: str) -> str:
     """The photo with a box and `label confidence` per face, as OUT_DIR/<name>_annotated.png."""
     with Image.open(path) as im:
@@ -136,15 +148,8 @@ def annotate(path: str, faces: list[Face], probs: np.ndarray, class_names, out_d
     bgr = rgb[..., ::-1].copy()
     thick = max(1, round(max(bgr.shape[:2]) / 400))
     for face, p in zip(faces, probs):
-        x, y, w, h = face.box
         top = int(np.argmax(p))
-        cv2.rectangle(bgr, (x, y), (x + w, y + h), (0, 200, 0), thick)
-        text = f"{class_names[top]} {p[top]:.2f}"
-        scale = max(0.4, w / 250)
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        ty = y - 4 if y - th - base - 4 > 0 else y + h + th + 4
-        cv2.rectangle(bgr, (x, ty - th - base), (x + tw, ty + base), (0, 200, 0), -1)
-        cv2.putText(bgr, text, (x, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick)
+        draw_box(bgr, face.box, f"{class_names[top]} {p[top]:.2f}", thick)
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.splitext(os.path.basename(path))[0]
     out = os.path.join(out_dir, f"{stem}_annotated.png")

@@ -36,6 +36,13 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
+def quiet_ffmpeg() -> None:
+    """FFmpeg's own messages inside OpenCV's VideoCapture ("moov atom not found") off, so a bad
+    video is reported as one line (unless the user set it). OpenCV reads this when its first
+    capture opens, once per process: hence here, before anything opens one."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+
 def tuning_enabled() -> bool:
     return os.environ.get(SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
 
