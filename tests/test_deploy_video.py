@@ -70,7 +70,9 @@ def video(tmp_path_factory):
     decoded frame (it finds about half of the candidates)."""
     from ferjax.data.sources.synthetic import render_faces
     from ferjax.deploy.faces import detect_faces, face_detector
+    from ferjax.deploy.video import VideoOptions
 
+    side = VideoOptions().detect_side  # as predict detects by default
     path = tmp_path_factory.mktemp("video") / "moving.mp4"
     rng = np.random.default_rng(0)
     detector = face_detector()
@@ -78,7 +80,8 @@ def video(tmp_path_factory):
         _write(path, _moving_face_frames(face, rng))
         frames = _read(path)
         if len(frames) == FRAMES and all(
-            len(boxes := detect_faces(g, detector)) == 1 and _iou(boxes[0], _truth(t)) > 0.5
+            len(boxes := detect_faces(g, detector, max_side=side)) == 1
+            and _iou(boxes[0], _truth(t)) > 0.5
             for t, g in enumerate(frames)
         ):
             return path

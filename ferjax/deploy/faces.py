@@ -64,10 +64,14 @@ def face_detector():
     return detector
 
 
-def detect_faces(gray: np.ndarray, detector, min_neighbors: int = 5) -> list[tuple[int, ...]]:
-    """Face boxes (x, y, w, h) in `gray`'s pixels, left to right."""
+def detect_faces(
+    gray: np.ndarray, detector, min_neighbors: int = 5, max_side: int = DETECT_MAX_SIDE
+) -> list[tuple[int, ...]]:
+    """Face boxes (x, y, w, h) in `gray`'s pixels, left to right. Detection runs on a copy
+    scaled down to `max_side` pixels at most (0: full size): the cascade's smallest face is 24
+    pixels there."""
     h, w = gray.shape
-    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+    scale = min(1.0, max_side / max(h, w)) if max_side else 1.0
     small = gray if scale == 1.0 else cv2.resize(gray, (round(w * scale), round(h * scale)))
     small = cv2.equalizeHist(small)
     side = min(small.shape)

@@ -1,13 +1,14 @@
 """Facial expressions of the faces in a video file or a webcam stream.
 
 Each frame is decoded with OpenCV (BGR -> grayscale, or RGB for a colour model), faces are found
-with the photos' Haar cascade (every `detect_every`-th frame; the frames between reuse the last
-detection's boxes), matched to the faces of the previous frames (`tracking.Tracker`: greedy IoU,
-a track id per face, a track dropped after `max_missed` frames without its face) and cropped as
-in photos. The crops of `frames_per_batch` frames are classified together in one jitted call of
-a fixed, padded batch (compiled once, before the clock starts; more faces than the batch: more
-calls of the same shape), then the frames are emitted in order: each track's probabilities
-smoothed (`tracking.Smoother`, an exponential moving average; 0 = none), one JSON line per face
+with the photos' Haar cascade on a copy scaled down to `detect_side` pixels (every
+`detect_every`-th frame; the frames between reuse the last detection's boxes), matched to the
+faces of the previous frames (`tracking.Tracker`: greedy IoU, a track id per face, a track
+dropped after `max_missed` frames without its face) and cropped as in photos. The crops of
+`frames_per_batch` frames are classified together in one jitted call of a fixed, padded batch
+(compiled once, before the clock starts; more faces than the batch: more calls of the same
+shape), then the frames are emitted in order: each track's probabilities smoothed
+(`tracking.Smoother`, an exponential moving average; 0 = none), one JSON line per face
 per frame, and the frame, annotated, to an mp4v video when asked.
 
 At the end one line on stderr says how fast the whole path ran (frames per second of wall time
@@ -48,6 +49,7 @@ class VideoOptions:
     margin: float = 0.1
     detect: bool = True
     detect_every: int = 1
+    detect_side: int = 320
     smooth: float = 0.8
     frames_per_batch: int = 8
     max_missed: int = 5
@@ -62,8 +64,8 @@ class VideoOptions:
             raise ConfigError(f"--smooth must be in [0, 1), got {self.smooth}")
         if self.frames_per_batch < 1:
             raise ConfigError(f"--frames_per_batch must be >= 1, got {self.frames_per_batch}")
-        if self.max_missed < 0 or self.max_frames < 0:
-            raise ConfigError("--max_missed and --max_frames must be >= 0")
+        if self.max_missed < 0 or self.max_frames < 0 or self.detect_side < 0:
+            raise ConfigError("--detect_side, --max_missed and --max_frames must be >= 0")
 
 
 def is_video_path(path: str) -> bool:
@@ -281,7 +283,7 @@ def predict_video(
                     boxes = [(0, 0, gray.shape[1], gray.shape[0])]
                     ids = run.tracker.update(boxes)
                 elif index % opts.detect_every == 0:
-                    boxes = detect_faces(gray, detector)
+                    boxes = detect_faces(gray, detector, max_side=opts.detect_side)
                     seconds["detect"] += time.perf_counter() - t1
                     ids = run.tracker.update(boxes)
                 crops = [crop_face(pixels, b, opts.margin, size) for b in boxes]
