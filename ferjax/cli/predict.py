@@ -34,7 +34,7 @@ from ferjax.runtime.errors import DataFormatError
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = Parser("ferjax predict", __doc__.split("\n\n")[0])
+    p = Parser("ferjax predict", __doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[2])
     p.add_argument("--workdir", required=True, help="the training run's workdir")
     p.add_argument("photos", nargs="*", metavar="PHOTO_OR_VIDEO")
     p.add_argument("--json", action="store_true", help="one JSON object per line")

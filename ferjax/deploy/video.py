@@ -210,7 +210,7 @@ class _Run:
                     "probabilities": {n: round(float(v), 6) for n, v in zip(names, s)},
                 }
                 self.emit(json.dumps(record))
-                texts.append(f"#{track} {names[top]} {s[top]:.2f}")
+                texts.append(f"[{track}] {names[top]} {s[top]:.2f}")
             k += len(frame.crops)
             self.summary.faces += len(frame.crops)
             if frame.bgr is not None:
