@@ -1,4 +1,5 @@
-"""A trained run as a TensorFlow SavedModel or a TFLite file, for serving without JAX.
+"""A trained run as a TensorFlow SavedModel, a TFLite file or an ONNX model, for serving without
+JAX (ONNX: ferjax.deploy.onnx_export; int8 versions: ferjax.deploy.quantize).
 
 The model is rebuilt with XLA's plain layers (model.conv_impl=xla: every implementation has the
 same parameters, and the CPU training layers use ops TFLite does not have) and goes through
@@ -6,8 +7,8 @@ jax2tf (StableHLO inside the TF graph). The signature `serving_default` takes `i
 uint8[B, H, W, C] faces (preprocessed as `ferjax predict` does) and returns `probabilities`:
 float32[B, K] in the order of labels.txt, written next to the model. Height, width and channels
 are static; the SavedModel takes any batch size, the TFLite model a fixed one (default 1: one
-face per call, the usual on-device use). After exporting, the exported model is run on
-procedural faces and compared with JAX (`max_difference`).
+face per call, the usual on-device use), the ONNX model any batch size. After exporting, the
+exported model is run on the run's own faces (or procedural ones) and compared with JAX.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from ferjax.runtime.errors import FerjaxError
 from ferjax.runtime.tensorflow import import_tensorflow
 
 TOLERANCE = 1e-5
-FORMATS = ("savedmodel", "tflite")
+# The largest |export - JAX| on the check faces each format may show (ONNX Runtime's kernels
+# round differently from XLA's).
+TOLERANCES = {"savedmodel": TOLERANCE, "tflite": TOLERANCE, "onnx": 1e-4}
+FORMATS = tuple(TOLERANCES)
 
 
 class ExportError(FerjaxError):
@@ -52,7 +56,7 @@ def export_savedmodel(run, out_dir: str, tta: str | None = None, batch: int | No
     module.variables_ = tf.nest.flatten(variables)
     module.serve = serve
     tf.saved_model.save(module, out_dir, signatures={"serving_default": serve})
-    _write_labels(run, out_dir)
+    write_labels(run, out_dir)
     return out_dir
 
 
@@ -71,11 +75,11 @@ def export_tflite(run, out_path: str, tta: str | None = None, batch: int = 1) ->
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with open(out_path, "wb") as f:
         f.write(flatbuffer)
-    _write_labels(run, os.path.dirname(os.path.abspath(out_path)))
+    write_labels(run, os.path.dirname(os.path.abspath(out_path)))
     return out_path
 
 
-def _write_labels(run, folder: str) -> None:
+def write_labels(run, folder: str) -> None:
     with open(os.path.join(folder, "labels.txt"), "w") as f:
         f.write("\n".join(run.class_names) + "\n")
 
@@ -117,18 +121,26 @@ def tflite_probs(path: str, images: np.ndarray) -> np.ndarray:
     return np.concatenate(probs)
 
 
-def export(run, fmt: str, out: str, tta: str | None = None, batch: int = 1) -> float:
-    """Exports `run` as `fmt` to `out`, runs the export on procedural faces and returns the
-    largest difference from JAX's probabilities; raises ExportError above TOLERANCE."""
-    images = check_images(run)
+def export(run, fmt: str, out: str, tta: str | None = None, batch: int = 1, images=None) -> float:
+    """Exports `run` as `fmt` to `out`, runs the export on `images` (uint8[N, H, W, C]; default
+    16 procedural faces) and returns the largest difference from JAX's probabilities; raises
+    ExportError above the format's tolerance (TOLERANCES)."""
+    if fmt not in TOLERANCES:
+        raise ExportError(f"--format: got {fmt!r}, expected one of {', '.join(FORMATS)}")
+    images = check_images(run) if images is None else np.asarray(images, np.uint8)
     expected = run.classify(images, tta)
     if fmt == "savedmodel":
         export_savedmodel(run, out, tta)
         got = savedmodel_probs(out, images)
-    else:
+    elif fmt == "tflite":
         export_tflite(run, out, tta, batch)
         got = tflite_probs(out, images)
+    else:
+        from ferjax.deploy.onnx_export import export_onnx, onnx_probs
+
+        export_onnx(run, out, tta)
+        got = onnx_probs(out, images)
     diff = float(np.max(np.abs(got - expected)))
-    if not diff <= TOLERANCE:
-        raise ExportError(f"{out}: outputs differ from JAX's by {diff:.2e} (> {TOLERANCE:g})")
+    if not diff <= TOLERANCES[fmt]:
+        raise ExportError(f"{out}: outputs differ from JAX's by {diff:.2e} (> {TOLERANCES[fmt]:g})")
     return diff

@@ -95,7 +95,7 @@ class ConvImpl:
 
 
 def _flax_max_pool(x: jax.Array) -> jax.Array:
-    return nn.max_pool(x, (2, 2), strides=(2, 2))
+    return nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))  # keywords: jax2onnx patches it
 
 
 CONV_IMPLS.register("xla", ConvImpl(nn.Conv, _flax_max_pool))
