@@ -194,7 +194,7 @@ def test_main_writes_cleaning_into_data_report(tmp_path, monkeypatch):
     write_fer2013_csv(path, data)
     cfg = default_config()
     cfg.data.name, cfg.data.path, cfg.data.cache_dir = "fer2013", path, str(tmp_path / "c")
-    monkeypatch.setattr(main, "train_and_evaluate", lambda config, workdir, data: {})
+    monkeypatch.setattr(main, "train_and_evaluate", lambda config, workdir, data, clock: {})
     main.run_training(cfg, str(tmp_path / "work"))
     report = json.load(open(tmp_path / "work" / "data_report.json"))
     assert report["cleaning"]["blank"]["total"] == 3

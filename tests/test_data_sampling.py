@@ -81,7 +81,7 @@ def _flat(images):
 
 
 @pytest.mark.parametrize(
-    "strategy", ["auto", "minority", "not majority", "all", "angry:60,disgust:40"]
+    "strategy", ["auto", "minority", "not majority", "not minority", "all", "angry:60,disgust:40"]
 )
 @pytest.mark.parametrize("method", ["smote", "random"])
 def test_epoch_class_counts_match_imblearn(faces, strategy, method):
@@ -244,3 +244,28 @@ def test_smote_raises_rare_class_recall_over_none(tmp_path):
     balanced = {m: r["balanced_accuracy"] for m, r in reports.items()}
     assert recall["smote"] >= recall["none"] + 0.15, recall
     assert balanced["smote"] >= balanced["none"] + 0.05, balanced
+
+
+@pytest.mark.parametrize("dims", [4, 64, 256])
+def test_nearest_finds_sklearns_neighbours(dims):
+    """The brute-force search ranks as scikit-learn's NearestNeighbors: the same k + 1
+    neighbours in the same order, each example first among its own."""
+    from ferjax.data.neighbours import nearest
+
+    rng = np.random.default_rng(dims)
+    x = rng.normal(size=(700, dims)).astype(np.float32) * rng.uniform(0.5, 3, dims)
+    query = rng.normal(size=(90, dims)).astype(np.float32)
+    ours = nearest(x, 6)
+    np.testing.assert_array_equal(ours[:, 0], np.arange(len(x)))
+    nn = NearestNeighbors(n_neighbors=6).fit(x)
+    np.testing.assert_array_equal(ours, nn.kneighbors(x, return_distance=False))
+    np.testing.assert_array_equal(nearest(x, 6, query), nn.kneighbors(query, return_distance=False))
+    assert nearest(x[:3], 6).shape == (3, 3)  # k capped at the number of rows
+
+
+def test_strategy_asking_fewer_than_present_is_one_line(faces):
+    images, labels = faces
+    with pytest.raises(ConfigError, match=r"class 0 has 70 training examples and 50 were asked"):
+        Sampler(labels, 3, "random", 0, {0: 50}, images=images)
+    with pytest.raises(ConfigError, match=r"unknown 'most'"):
+        Sampler(labels, 3, "random", 0, "most", images=images)

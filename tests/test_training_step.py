@@ -19,10 +19,10 @@ from ferjax.runtime.errors import CheckpointError, ConfigError
 from ferjax.runtime.registry import Registry
 from ferjax.training import step as S
 from ferjax.training.checkpoint import check_config_unchanged, config_differences
-from ferjax.training.loop import Intervals
 from ferjax.training.losses import LossContext
 from ferjax.training.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from ferjax.training.program import build
+from ferjax.training.schedule import Intervals
 
 
 class Linear(nn.Module):

@@ -16,22 +16,26 @@ from ferjax.config.validate import validate
 from ferjax.data.cleaning import summary_line
 from ferjax.data.load import load_data
 from ferjax.runtime import distributed, platform
+from ferjax.runtime.clock import Clock
 from ferjax.runtime.errors import Preempted
-from ferjax.runtime.tensorflow import hide_gpus_from_tensorflow
 from ferjax.runtime.workdir import DATA_REPORT, Workdir
 from ferjax.training.loop import train_and_evaluate
 
 
-def run_training(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+def run_training(
+    config: ml_collections.ConfigDict, workdir: str, clock: Clock | None = None
+) -> dict | None:
     """Validates the config, loads the data and trains. Returns the test report (None when
-    halted early by train.halt_after_steps)."""
-    hide_gpus_from_tensorflow()
+    halted early by train.halt_after_steps). `clock`: the wall-clock account (default: one
+    started here)."""
+    clock = (clock or Clock()).activate()
     platform.enable_compilation_cache(config.train.compilation_cache_dir)
     if jax.process_count() > 1 and jax.process_index() != 0:
         logging.set_verbosity(logging.ERROR)
     validate(config, jax.device_count())
     run_dir = Workdir(workdir)
     run_dir.check_usable()
+    clock.enter("data")
     data = load_data(config)
     if jax.process_index() == 0:
         run_dir.write_json(
@@ -50,7 +54,7 @@ def run_training(config: ml_collections.ConfigDict, workdir: str) -> dict | None
             counts = {n: len(s) for n, s in data.splits.items()}
             names = ",".join(data.class_names)
             print(f"data: {data.source} classes={names} sizes={counts}", flush=True)
-    return train_and_evaluate(config, workdir, data)
+    return train_and_evaluate(config, workdir, data, clock)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,11 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--coordinator_address", default=None, help="host:port of process 0")
     p.add_argument("--num_processes", type=int, default=None, help="processes of the run")
     p.add_argument("--process_id", type=int, default=None, help="index of this process")
+    clock = Clock(since_process_start=True)  # `start`: the process's start to here and on
     args = p.parse(argv)
     logging.set_verbosity(logging.WARNING)
     distributed.init_distributed(args.coordinator_address, args.num_processes, args.process_id)
     try:
-        run_training(args.config, args.workdir)
+        run_training(args.config, args.workdir, clock)
     except Preempted:
         raise  # every process stops at the same step: a normal exit
     except BaseException as e:

@@ -1,8 +1,9 @@
 """Nearest neighbours of training examples for SMOTE and ADASYN, found once on the host.
 
-The search is scikit-learn's `NearestNeighbors` with imbalanced-learn's conventions (k + 1
-neighbours of each example, the first one, itself, dropped), so the pairs match
-`imblearn.over_sampling.SMOTE` / `ADASYN` in the same feature space. Only the *training* split
+The search (`nearest`) is a brute-force one that finds scikit-learn's `NearestNeighbors`
+neighbours, with imbalanced-learn's conventions (k + 1 neighbours of each example, the first
+one, itself, dropped), so the pairs match `imblearn.over_sampling.SMOTE` / `ADASYN` in the same
+feature space. Only the *training* split
 is ever passed here. Memory stays O(N): features are built per class (pixels) or as a small
 projection of all examples (pca), never a resampled copy.
 """
@@ -97,15 +98,36 @@ def _orthonormal(a: np.ndarray) -> np.ndarray:
     return scipy.linalg.qr(a, mode="economic", overwrite_a=True, check_finite=False)[0]
 
 
+def nearest(x: np.ndarray, k: int, query: np.ndarray | None = None) -> np.ndarray:
+    """int64[len(query), k]: indices into x of each query row's k nearest rows (Euclidean),
+    nearest first, ties by index; query defaults to x (each row then finds itself first).
+
+    Brute force in float64 over query chunks, ranking by |y|^2 - 2 x.y as scikit-learn's
+    brute-force search does (the neighbours match `NearestNeighbors`; tests compare them), at
+    a fraction of its import time: the search runs once per run, on the host."""
+    x64 = np.asarray(x, np.float64)
+    q64 = x64 if query is None else np.asarray(query, np.float64)
+    k = min(k, len(x64))
+    squared = np.einsum("ij,ij->i", x64, x64)
+    chunk = max(1, min(1024, 2**25 // max(len(x64), 1)))  # <= 256 MB of ranks per chunk
+    out = np.empty((len(q64), k), np.int64)
+    for s in range(0, len(q64), chunk):
+        rank = squared[None, :] - 2.0 * (q64[s : s + chunk] @ x64.T)
+        if k < rank.shape[1]:
+            part = np.argpartition(rank, k - 1, axis=1)[:, :k]
+        else:
+            part = np.broadcast_to(np.arange(rank.shape[1]), rank.shape)
+        rows = np.arange(len(rank))[:, None]
+        order = np.lexsort((part, rank[rows, part]), axis=1)
+        out[s : s + chunk] = part[rows, order]
+    return out
+
+
 def same_class_neighbours(features: FeatureSpace, members: np.ndarray, k: int) -> np.ndarray:
     """int32[len(members), k']: training indices of each member's k' nearest same-class
     neighbours (itself excluded), k' = min(k, len(members) - 1); as imblearn SMOTE's `nn_k_`."""
-    from sklearn.neighbors import NearestNeighbors
-
     k = min(k, len(members) - 1)
-    x = features.take(members)
-    nn = NearestNeighbors(n_neighbors=k + 1).fit(x)
-    local = nn.kneighbors(x, return_distance=False)[:, 1:]
+    local = nearest(features.take(members), k + 1)[:, 1:]
     return members[local].astype(np.int32)
 
 
@@ -115,14 +137,12 @@ def adasyn_difficulty(
     """float64[len(query)]: fraction of each queried example's k nearest neighbours over *all*
     classes that belong to another class (imblearn ADASYN's `ratio_nn` before normalisation).
 
-    The index is fitted on every training example once (pixels: a float32 copy of the split)."""
-    from sklearn.neighbors import NearestNeighbors
-
+    The index is every training example (pixels: a float32 copy of the split)."""
     k = min(k, len(labels) - 1)
-    nn = NearestNeighbors(n_neighbors=k + 1).fit(features.take(np.arange(len(labels))))
+    everyone = features.take(np.arange(len(labels)))
     out = np.empty(len(query), np.float64)
     for s in range(0, len(query), 2048):
         q = query[s : s + 2048]
-        nns = nn.kneighbors(features.take(q), return_distance=False)[:, 1:]
+        nns = nearest(everyone, k + 1, features.take(q))[:, 1:]
         out[s : s + 2048] = np.sum(labels[nns] != labels[q][:, None], axis=1) / k
     return out

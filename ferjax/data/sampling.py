@@ -47,29 +47,53 @@ def parse_strategy(text, class_names: tuple[str, ...]):
         return text
 
 
-def oversampling_targets(labels: np.ndarray, num_classes: int, strategy) -> np.ndarray:
-    """Number of *extra* examples to draw per class, with imbalanced-learn's semantics."""
-    from imblearn.utils import check_sampling_strategy
+# imbalanced-learn's named over-sampling strategies: which classes are raised to the largest.
+_NAMED = ("auto", "not majority", "all", "minority", "not minority")
 
+
+def oversampling_targets(labels: np.ndarray, num_classes: int, strategy) -> np.ndarray:
+    """Number of *extra* examples to draw per class, with imbalanced-learn's semantics
+    (`imblearn.utils.check_sampling_strategy` for over-sampling; tests compare the two): a
+    name from _NAMED raises the classes it selects to the largest class, a {class: count} dict
+    raises those classes to count, a float in (0, 1] raises every class to that ratio of the
+    largest (imbalanced-learn's float is binary only, with the same meaning there)."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.int64)
+    present = counts > 0
     if isinstance(strategy, float):
-        # Partial balancing, for any number of classes (imbalanced-learn's float is binary
-        # only, with the same meaning there): every class up to ratio x the largest class.
         if not 0 < strategy <= 1:
             raise ConfigError(
                 f"sampling.strategy: got {strategy}, expected a ratio in (0, 1] of the "
                 "largest class"
             )
-        counts = np.bincount(labels, minlength=num_classes)
         target = int(np.ceil(strategy * counts.max()))
-        return np.where(counts > 0, np.maximum(target - counts, 0), 0).astype(np.int64)
-    try:
-        extra = check_sampling_strategy(strategy, labels, "over-sampling")
-    except ValueError as e:
-        raise ConfigError(f"sampling.strategy: {e}".splitlines()[0]) from None
-    out = np.zeros(num_classes, np.int64)
-    for c, n in extra.items():
-        out[int(c)] = n
-    return out
+        return np.where(present, np.maximum(target - counts, 0), 0).astype(np.int64)
+    if isinstance(strategy, dict):
+        out = np.zeros(num_classes, np.int64)
+        for c, n in strategy.items():
+            if n < counts[c]:
+                raise ConfigError(
+                    f"sampling.strategy: class {c} has {counts[c]} training examples and "
+                    f"{n} were asked; over-sampling can only add examples"
+                )
+            out[c] = n - counts[c]
+        return out
+    if strategy not in _NAMED:
+        raise ConfigError(
+            f"sampling.strategy: unknown {strategy!r}, expected one of {', '.join(_NAMED)}, a "
+            "ratio in (0, 1] or class:count pairs"
+        )
+    seen = np.where(present, counts, -1)
+    majority = int(np.argmax(seen))
+    minority = int(np.argmin(np.where(present, counts, np.iinfo(np.int64).max)))
+    chosen = present.copy()
+    if strategy in ("auto", "not majority"):
+        chosen[majority] = False
+    elif strategy == "minority":
+        chosen[:] = False
+        chosen[minority] = True
+    elif strategy == "not minority":
+        chosen[minority] = False
+    return np.where(chosen, counts[majority] - counts, 0).astype(np.int64)
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -146,7 +170,13 @@ class Smote(Method):
         self.neighbours: dict[int, np.ndarray] = {}
         self.probs: dict[int, np.ndarray | None] = {}
         t = time.perf_counter()
-        self._find_neighbours(images)
+        # One BLAS thread: the search's small GEMMs and QRs ran 8x slower with OpenBLAS's
+        # spinning threads next to XLA's thread pool or another process (0.46 s vs 3.7 s on the
+        # demo, 2 cores), and the features are bitwise the same (bench/README.md).
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"):
+            self._find_neighbours(images)
         self.prep_seconds = time.perf_counter() - t
 
     def _find_neighbours(self, images) -> None:

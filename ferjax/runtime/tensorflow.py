@@ -36,7 +36,9 @@ class _SkipKeras(importlib.abc.MetaPathFinder):
 
 
 def import_tensorflow():
-    """TensorFlow for tf.data: imported without Keras (when nothing imported it yet)."""
+    """TensorFlow for tf.data: imported without Keras (when nothing imported it yet), with the
+    accelerators hidden from it. ferjax imports TensorFlow only here, when a pipeline needs it
+    (a run whose images live on the device never does)."""
     if "tensorflow" not in sys.modules and "keras" not in sys.modules:
         skip = _SkipKeras()
         sys.meta_path.insert(0, skip)
@@ -46,6 +48,7 @@ def import_tensorflow():
             sys.meta_path.remove(skip)
     import tensorflow
 
+    _hide_gpus(tensorflow)
     return tensorflow
 
 
@@ -54,11 +57,14 @@ _gpus_hidden = False
 
 def hide_gpus_from_tensorflow() -> None:
     """TensorFlow is used for tf.data only: it must never take accelerator memory. Safe to call
-    any number of times (only the first call does anything)."""
+    any number of times (only the first call does anything). Imports TensorFlow."""
+    import_tensorflow()
+
+
+def _hide_gpus(tf) -> None:
     global _gpus_hidden
     if _gpus_hidden:
         return
-    tf = import_tensorflow()
     try:
         tf.config.set_visible_devices([], "GPU")
         tf.config.set_visible_devices([], "TPU")

@@ -34,6 +34,8 @@ METRICS = "metrics.jsonl"
 REPORT = "report.json"
 # Post-hoc logit adjustment a finished run uses (tau, prior): written with report.json.
 LOGIT_ADJUSTMENT = "logit_adjustment.json"
+# The run's wall clock by phase (ferjax.runtime.clock).
+TIME_ACCOUNT = "time.json"
 CHECKPOINTS = "checkpoints"
 LATEST, BEST = "latest", "best"
 # Files and folders whose presence marks a folder as a ferjax run's workdir.

@@ -1,5 +1,5 @@
 """The metric log of a run: metrics.jsonl (appended and flushed at every write, so it survives a
-kill) and TensorBoard event files (clu's writers)."""
+kill) and TensorBoard event files (ferjax.training.tensorboard, no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from collections.abc import Callable
 import jax
 
 from ferjax.runtime.workdir import METRICS, Workdir
+from ferjax.training.tensorboard import EventWriter, NullWriter
 
 
 class MetricLog:
     """`write(step, split, scalars)` to metrics.jsonl (process 0) and TensorBoard.
 
-    The TensorBoard writer (clu, i.e. TensorFlow's summary ops: slow to set up) is created at
-    the first write, after the first train step has been dispatched, together with the
-    run-start summaries given as `on_open(writer)`."""
+    The TensorBoard writer is created at the first write, after the first train step has been
+    dispatched, together with the run-start summaries given as `on_open(writer)`."""
 
     def __init__(self, workdir: Workdir, on_open: Callable | None = None):
         self.workdir = workdir
@@ -28,15 +28,7 @@ class MetricLog:
     @property
     def writer(self):
         if self._writer is None:
-            # clu's writers are TensorFlow: imported when the first scalars are written.
-            from ferjax.runtime.tensorflow import hide_gpus_from_tensorflow
-
-            hide_gpus_from_tensorflow()
-            from clu import metric_writers
-
-            self._writer = metric_writers.create_default_writer(
-                self.workdir.path, just_logging=not self.is_main, asynchronous=False
-            )
+            self._writer = EventWriter(self.workdir.path) if self.is_main else NullWriter()
             if self.on_open is not None:
                 self.on_open(self._writer)
         return self._writer

@@ -9,7 +9,6 @@ function of (seed, epoch, step), so a run killed at any moment resumes bitwise.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -21,7 +20,6 @@ import numpy as np
 from ferjax.data.dataset import FerData
 from ferjax.data.input import TrainInput
 from ferjax.data.preprocess import normalization
-from ferjax.data.sampling import Sampler
 from ferjax.evaluation import plots
 from ferjax.evaluation.predict import (
     adjust_logits,
@@ -33,16 +31,24 @@ from ferjax.evaluation.predict import (
     report_with_loss,
 )
 from ferjax.runtime import devices
+from ferjax.runtime.clock import Clock
 from ferjax.runtime.distributed import where
 from ferjax.runtime.errors import Preempted, TrainingDiverged
 from ferjax.runtime.progress import Progress
 from ferjax.runtime.signals import StopSignal
-from ferjax.runtime.workdir import LOGIT_ADJUSTMENT, SAMPLING_REPORT, RunInfo, Workdir
+from ferjax.runtime.workdir import (
+    LOGIT_ADJUSTMENT,
+    SAMPLING_REPORT,
+    TIME_ACCOUNT,
+    RunInfo,
+    Workdir,
+)
 from ferjax.training import summaries, transfer
 from ferjax.training.checkpoint import Checkpoints, check_config_unchanged
 from ferjax.training.logs import MetricLog
 from ferjax.training.losses import LOSS_NEEDS_PRIOR
 from ferjax.training.program import Program, build
+from ferjax.training.schedule import Intervals, prior_line
 from ferjax.training.step import NEVER, accumulate
 
 MAX_ROLLBACKS = 3
@@ -54,51 +60,19 @@ def fetch(tree):
     return jax.device_get(tree)
 
 
-@dataclasses.dataclass(frozen=True)
-class Intervals:
-    """When the loop logs, syncs and checkpoints, by step number (1-based after the step)."""
-
-    steps_per_epoch: int
-    log_every: int
-    checkpoint_every: int
-    checkpoint_minutes: float
-
-    def end_of_epoch(self, step: int) -> bool:
-        return step % self.steps_per_epoch == 0
-
-    def sync_point(self, step: int) -> bool:
-        """Log points: every process reaches them at the same steps."""
-        return step % self.log_every == 0 or self.end_of_epoch(step)
-
-    def save_due(self, step: int, seconds_since_save: float) -> bool:
-        """A mid-epoch checkpoint (epoch ends always checkpoint). The time-based one is
-        single-process only: processes could disagree on the clock."""
-        if self.checkpoint_every and step % self.checkpoint_every == 0:
-            return True
-        return bool(
-            self.checkpoint_minutes
-            and jax.process_count() == 1
-            and seconds_since_save > 60 * self.checkpoint_minutes
-        )
-
-
-def prior_line(sampler: Sampler, prior, config: ml_collections.ConfigDict) -> str:
-    """The log line that says which class prior (the step's, StepSpec.prior) a
-    prior-correcting loss or adjustment uses."""
-    what = (
-        "the training labels"
-        if sampler.method == "none"
-        else (f"the training records after sampling.method={sampler.method}")
-    )
-    shown = " ".join(f"{n}={p:.3f}" for n, p in zip(sampler.class_names, prior, strict=True))
-    return f"class prior for loss.name={config.loss.name} ({what}): {shown}"
-
-
 class Trainer:
     """One training run on `data` in `workdir`: set up in __init__, trained by `run()`."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str, data: FerData):
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str,
+        data: FerData,
+        clock: Clock | None = None,
+    ):
         self.config, self.data = config, data
+        self.clock = clock or Clock().activate()
+        self.clock.enter("sampling")
         self.workdir = Workdir(workdir)
         self.is_main = jax.process_index() == 0
         os.makedirs(workdir, exist_ok=True)
@@ -110,6 +84,7 @@ class Trainer:
         self.sampler = self.input.sampler
         self.global_batch = self.input.global_batch
         self.steps_per_epoch = self.input.steps_per_epoch
+        self.clock.enter("setup")
         self.total_steps = self.steps_per_epoch * config.train.num_epochs
         self.intervals = Intervals(
             self.steps_per_epoch,
@@ -243,6 +218,7 @@ class Trainer:
         self.first_step_pending = True
         self.t_saved = time.time()
         halt = self.config.train.halt_after_steps
+        self.clock.enter("steps")
         with StopSignal() as stop:
             while self.step < self.total_steps and not self._stop_early():
                 if self._run_epoch(stop) == "rolled back":
@@ -314,8 +290,10 @@ class Trainer:
                     return "rolled back"
             if (save or stopping) and not end:
                 where(self.step, "saving the latest checkpoint")
+                self.clock.enter("checkpoints")
                 self.ckpts.save_latest(self.step, self.state, self.meta_at(self.step))
                 self.t_saved = time.time()
+                self.clock.enter("steps")
             if stopping and not end:
                 return "stopped"
         if self.intervals.end_of_epoch(self.step):
@@ -386,6 +364,7 @@ class Trainer:
     def _end_epoch(self, t_epoch: float) -> None:
         """Validation, best/latest checkpoints, the epoch's summary line."""
         where(self.step, "validation")
+        self.clock.enter("eval")
         variables = self.state.eval_variables()
         probs = self._predict(variables, self.val_images, len(self.val))
         tau = self.fixed_tau
@@ -395,15 +374,18 @@ class Trainer:
         self.log.write(self.step, "val", report_scalars(report))
         value = report[self.config.train.best_metric]
         where(self.step, "saving the epoch's checkpoints")
+        self.clock.enter("checkpoints")
         if is_better(self.config.train.best_metric, value, self.meta["best_value"]):
             self.meta["best_value"], self.meta["best_step"] = value, self.step
             self.ckpts.save_best(self.step, self.state, self.meta_at(self.step))
         self.ckpts.save_latest(self.step, self.state, self.meta_at(self.step))
         self.t_saved = time.time()
+        self.clock.enter("report")
         if self.is_main:
             summaries.write_confusion_matrix(self.log.writer, self.step, report)
         self.progress.end_epoch(self.step, report, time.time() - t_epoch)
         self.t_window = time.time()  # evaluation and checkpointing are not step time
+        self.clock.enter("steps")
 
     def _predict(self, variables, images, num: int) -> np.ndarray:
         return predict_split(
@@ -431,12 +413,14 @@ class Trainer:
     def _test(self) -> dict:
         """The best checkpoint on the test split: report.json, figures, one summary line."""
         where(self.step, "waiting for the checkpoints, test evaluation")
+        self.clock.enter("checkpoints")
         self.ckpts.wait()
         state = self.state
         if self.ckpts.best.latest_step() is not None:
             state, _ = self.ckpts.restore_best(state)
         self.ckpts.close()
         self.progress.close()
+        self.clock.enter("eval")
         variables = state.eval_variables()
         tau, chosen_on = self.fixed_tau, None
         if adjust_tau_setting(self.config) == "auto":
@@ -448,6 +432,7 @@ class Trainer:
         probs = self._predict(variables, test_images, len(self.test))
         if tau:
             probs = adjust_logits(probs, self.prior, tau)
+        self.clock.enter("report")
         report = report_with_loss(self.test.labels, probs, self.data.class_names, "test")
         report["tta"] = self.config.eval.tta
         report["logit_adjustment"] = {
@@ -466,20 +451,33 @@ class Trainer:
         if self.is_main:
             with open(self.workdir.final_report, "w") as f:
                 json.dump(report, f, indent=2)
+            self.clock.enter("figures")
             plots.training_curves(self.log.path, self.workdir.figure("training_curves"))
             plots.report_figures(self.workdir, report, self.test, probs)
+            self.clock.enter("report")
             print(
                 f"test accuracy {report['accuracy']:.4f} balanced "
                 f"{report['balanced_accuracy']:.4f} macro-F1 {report['macro_f1']:.4f} -> "
                 f"{self.workdir.final_report}",
                 flush=True,
             )
+        self._account()
         return report
+
+    def _account(self) -> None:
+        """The run's wall clock by phase: one line, and time.json in the workdir."""
+        account = self.clock.account()
+        if self.is_main:
+            self.workdir.write_json(TIME_ACCOUNT, account)
+            if self.config.train.verbosity > 0:
+                print(self.clock.summary(account), flush=True)
+        self.clock.close()
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, data: FerData
+    config: ml_collections.ConfigDict, workdir: str, data: FerData, clock: Clock | None = None
 ) -> dict | None:
     """Trains on `data`, resuming from the workdir's latest checkpoint, then evaluates the best
-    checkpoint on the test split. Returns the test report (None if halted early)."""
-    return Trainer(config, workdir, data).run()
+    checkpoint on the test split. Returns the test report (None if halted early). `clock`: the
+    account of the run's wall clock (default: one started here)."""
+    return Trainer(config, workdir, data, clock).run()

@@ -1,5 +1,6 @@
 """TensorBoard summaries beyond scalars: hyperparameters (HParams plugin), a grid of augmented
-training inputs, and the confusion matrix as an image. All take the clu metric writer."""
+training inputs, and the confusion matrix as an image. All take the run's
+TensorBoard writer (ferjax.training.tensorboard)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,150 @@
+"""Where a training run's wall clock goes: one account from process start to the report.
+
+The account is a sequence of phases; `Clock.enter(name)` ends the current phase and starts
+`name`, so every second from the process's start to `Clock.summary()` is charged to exactly one
+phase and the parts add up to the total. Compilation is taken out of whichever phase it
+happened in: JAX reports the duration of each trace, lowering and backend compile (a persistent
+cache hit included) through `jax.monitoring`, and those seconds are charged to `compile`, by
+program. Work dispatched asynchronously is charged to the phase in which the host waits for it
+(a step's time to `steps`, a checkpoint's to `checkpoints`).
+
+Phases, in the order a run meets them:
+  start        process start (interpreter, imports, the malloc re-exec, flags) to the run's start
+  data         reading, parsing or generating the splits, cleaning, filtering
+  sampling     the sampler (neighbour search for SMOTE/ADASYN) and the images' placement
+  setup        model initialisation, optimizer, checkpoint manager, resume, run files
+  steps        the training steps (host waits included)
+  eval         validation and test predictions
+  checkpoints  saving (and waiting for) checkpoints
+  report       metrics, TensorBoard summaries and report.json
+  figures      the figures
+  compile      tracing, lowering and compiling every program (taken out of the phases above)
+Process exit (after the summary line) is measured from outside by bench/end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+
+PHASES = (
+    "start",
+    "data",
+    "sampling",
+    "setup",
+    "compile",
+    "steps",
+    "eval",
+    "checkpoints",
+    "report",
+    "figures",
+)
+# jax.monitoring's duration events of a compilation (jax/_src/dispatch.py).
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+_active: Clock | None = None
+_listening = False
+
+
+def process_start_time() -> float | None:
+    """Seconds since the epoch at which this process started (Linux: /proc), else None. A
+    re-exec keeps the process and its start time, so the account includes it."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, starttime, in clock ticks after boot
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _on_duration(event: str, duration: float, **kwargs) -> None:
+    clock = _active
+    if clock is not None and event in COMPILE_EVENTS:
+        name = str(kwargs.get("fun_name", "?"))  # "jit(f)" when traced, "f" when compiled
+        clock.add_compile(name[4:-1] if name.startswith("jit(") else name, duration)
+
+
+def _listen() -> None:
+    global _listening
+    if not _listening:
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(_on_duration)
+        _listening = True
+
+
+class Clock:
+    """The account of one run. `since_process_start=True` (the command-line tools) starts it at
+    the process's start (`start` then covers imports); otherwise at construction.
+
+    btime in /proc/stat has one-second resolution, so the process start (and `start`) is
+    known to about a second; every other phase is timed with time.time() directly."""
+
+    def __init__(self, since_process_start: bool = False):
+        now = time.time()
+        begun = process_start_time() if since_process_start else None
+        self.t0 = min(begun, now) if begun is not None else now
+        self.phase = "start"
+        self.t_phase = self.t0
+        self.seconds: dict[str, float] = collections.defaultdict(float)
+        self.compiled: dict[str, float] = collections.defaultdict(float)
+        self._compile_in_phase = 0.0
+        self._thread = threading.get_ident()
+        self._lock = threading.Lock()
+
+    def activate(self) -> Clock:
+        """Makes this the clock that JAX's compile events are charged to."""
+        global _active
+        _listen()
+        _active = self
+        return self
+
+    def add_compile(self, program: str, seconds: float) -> None:
+        with self._lock:
+            self.compiled[program] += seconds
+            if threading.get_ident() == self._thread:
+                self._compile_in_phase += seconds
+
+    def enter(self, phase: str) -> str:
+        """Ends the current phase, starts `phase`; returns the phase that ended."""
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}; expected one of {', '.join(PHASES)}")
+        now = time.time()
+        with self._lock:
+            compile_s = min(self._compile_in_phase, now - self.t_phase)
+            self.seconds[self.phase] += now - self.t_phase - compile_s
+            self.seconds["compile"] += compile_s
+            self._compile_in_phase = 0.0
+        ended, self.phase, self.t_phase = self.phase, phase, now
+        return ended
+
+    def account(self) -> dict:
+        """{"total": s, "phases": {phase: s}, "compile_by_program": {name: s}} up to now."""
+        self.enter(self.phase)
+        phases = {p: round(self.seconds[p], 3) for p in PHASES if p in self.seconds}
+        programs = sorted(self.compiled.items(), key=lambda kv: -kv[1])
+        return {
+            "total": round(time.time() - self.t0, 3),
+            "phases": phases,
+            "compile_by_program": {k: round(v, 3) for k, v in programs},
+        }
+
+    def summary(self, account: dict | None = None) -> str:
+        """`time: 71.0 s = start 6.0 + data 3.0 + compile 9.0 + steps 45.0 + ...` (phases of
+        0.05 s or more, in PHASES order) of `account` (default: the account up to now)."""
+        acc = account or self.account()
+        parts = [f"{p} {s:.1f}" for p, s in acc["phases"].items() if s >= 0.05]
+        return f"time: {acc['total']:.1f} s = " + " + ".join(parts)
+
+    def close(self) -> None:
+        global _active
+        if _active is self:
+            _active = None

@@ -1,0 +1,110 @@
+"""The wall-clock account: phases add up to the total, compilation is taken out of the phase it
+happened in, and a training run prints and writes its account (without importing TensorFlow
+when its images live on the device)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ferjax.runtime.clock import PHASES, Clock, process_start_time
+from tests.conftest import ROOT, TINY
+
+
+def test_phases_add_up_and_sleeps_land_where_they_happened():
+    clock = Clock()
+    clock.enter("data")
+    time.sleep(0.2)
+    clock.enter("steps")
+    time.sleep(0.3)
+    clock.enter("report")
+    account = clock.account()
+    phases = account["phases"]
+    assert set(phases) <= set(PHASES)
+    assert 0.2 <= phases["data"] < 0.2 + 0.15
+    assert 0.3 <= phases["steps"] < 0.3 + 0.15
+    assert abs(sum(phases.values()) - account["total"]) < 0.01
+    line = clock.summary(account)
+    assert line.startswith(f"time: {account['total']:.1f} s = ")
+    assert "data 0.2" in line and "steps 0.3" in line
+
+
+def test_compilation_is_charged_to_compile_by_program():
+    clock = Clock().activate()
+    try:
+        clock.enter("eval")
+
+        @jax.jit
+        def clock_test_program(x):
+            return jnp.sin(x) @ jnp.cos(x).T + np.float32(time.time() % 1)  # a fresh program
+
+        x = jnp.ones((64, 64))
+        t = time.time()
+        clock_test_program(x).block_until_ready()
+        first = time.time() - t
+        clock.enter("report")
+        account = clock.account()
+    finally:
+        clock.close()
+    compiled = account["compile_by_program"]["clock_test_program"]
+    assert 0 < compiled <= first + 0.01
+    assert account["phases"]["compile"] >= compiled - 0.01
+    # what is left of the eval phase is the run time, not the compilation
+    assert account["phases"]["eval"] <= first - compiled + 0.05
+
+
+def test_unknown_phase_is_refused():
+    with pytest.raises(ValueError, match="unknown phase 'waiting'"):
+        Clock().enter("waiting")
+
+
+def test_process_start_is_before_now():
+    start = process_start_time()
+    assert start is not None and start <= time.time()
+    # this process has run the imports above: it started a measurable while ago
+    assert time.time() - start > 0.1
+
+
+@pytest.mark.slow
+def test_training_run_prints_and_writes_its_account(tmp_path):
+    """`python -m ferjax.main`: the last line is the account, time.json holds it, its total is
+    at most the process's wall clock, and TensorFlow was never imported (device placement)."""
+    script = (
+        "import runpy, sys; sys.argv = ['ferjax.main', '--config', sys.argv[1], "
+        "'--workdir', sys.argv[2]]\n"
+        "try:\n    runpy.run_module('ferjax.cli.train', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('tensorflow imported:', 'tensorflow' in sys.modules)\n"
+    )
+    t = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", script, TINY, str(tmp_path / "run")],
+        cwd=ROOT,
+        # the malloc setting the command would re-execute itself with (which would replace
+        # this script's process before its last line)
+        env={**os.environ, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    wall = time.time() - t
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1] == "tensorflow imported: False"
+    assert lines[-2].startswith("time: ")
+    account = json.loads((tmp_path / "run" / "time.json").read_text())
+    phases = account["phases"]
+    assert abs(sum(phases.values()) - account["total"]) < 0.05
+    assert 0 < account["total"] <= wall + 1.5  # process start is known to ~1 s (btime)
+    for phase in ("start", "data", "compile", "steps", "eval", "checkpoints", "report"):
+        assert phases[phase] > 0, phase
+    assert account["compile_by_program"]["train_step"] > 0
+    assert f"time: {account['total']:.1f} s = start {phases['start']:.1f}" in lines[-2]
