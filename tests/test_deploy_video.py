@@ -201,14 +201,17 @@ class _FakeCamera:
     """cv2.VideoCapture of a webcam: the given frames, then nothing."""
 
     frames: list = []
+    interrupt_at: int | None = None  # Ctrl-C while reading this frame
 
-    def __init__(self, index):
-        self.index, self.k = index, 0
+    def __init__(self, source):
+        self.source, self.k = source, 0
 
     def isOpened(self):  # noqa: N802 - OpenCV's name
-        return self.index == 0
+        return self.source != 1
 
     def read(self):
+        if self.k == self.interrupt_at:
+            raise KeyboardInterrupt
         if self.k >= len(self.frames):
             return False, None
         self.k += 1
@@ -297,3 +300,23 @@ def test_smoother():
     assert s(1, [0.0, 1.0]).tolist() == [0.0, 1.0]  # forgotten: starts again
     with pytest.raises(ValueError):
         Smoother(1.0)
+
+
+def test_ctrl_c_stops_a_camera_cleanly_and_a_file_with_130(fresh_run, video, tmp_path,
+                                                            monkeypatch, capsys):  # fmt: skip
+    _FakeCamera.frames = _read(video)
+    monkeypatch.setattr(_FakeCamera, "interrupt_at", 10)
+    monkeypatch.setattr(cv2, "VideoCapture", _FakeCamera)
+    out = tmp_path / "cam.mp4"
+    code, records, err = _predict(capsys, "--workdir", fresh_run, "--camera", "0",
+                                  "--annotate_video", str(out))  # fmt: skip
+    assert code == 0, err
+    assert [r["frame"] for r in records] == list(range(10))  # the pending frames emitted
+    assert "10 frames, 10 faces, 1 tracks" in err
+    monkeypatch.undo()
+    assert len(_read(out)) == 10  # and the annotated video closed: readable
+    monkeypatch.setattr(_FakeCamera, "interrupt_at", 5)
+    monkeypatch.setattr(cv2, "VideoCapture", _FakeCamera)
+    code, records, err = _predict(capsys, "--workdir", fresh_run, str(video))
+    assert code == 130 and err.strip().splitlines()[-1] == "interrupted"
+    assert [r["frame"] for r in records] == list(range(5))
