@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="OUT.mp4",
         help="write the annotated frames here (OUT_<name>.mp4 for several)",
     )
-    args = p.parse(argv)  # fmt: skip
+    args = p.parse(argv)
     if not args.photos and args.camera is None:
         p.error("give photos or videos, or --camera N")
     videos = [path for path in args.photos if is_video_path(path)]
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             annotate(path, found, probs_here, trained.class_names, args.annotate)
     sources = videos + ([] if args.camera is None else [args.camera])
     failed += predict_videos(sources, trained, detector, opts)
-    return 1 if failed == len(photos) + len(sources) else 0
+    return 1 if failed == len(args.photos) + (args.camera is not None) else 0
 
 
 if __name__ == "__main__":
