@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import os
+import resource
 import threading
 import time
 
@@ -65,6 +66,19 @@ def process_start_time() -> float | None:
         return None
 
 
+# jax.monitoring's events of the persistent compilation cache (jax/_src/compiler.py).
+CACHE_EVENTS = {
+    "/jax/compilation_cache/cache_hits": "hits",
+    "/jax/compilation_cache/cache_misses": "misses",
+}
+
+
+def _on_event(event: str, **kwargs) -> None:
+    clock = _active
+    if clock is not None and event in CACHE_EVENTS:
+        clock.cache[CACHE_EVENTS[event]] += 1
+
+
 def _on_duration(event: str, duration: float, **kwargs) -> None:
     clock = _active
     if clock is not None and event in COMPILE_EVENTS:
@@ -78,6 +92,7 @@ def _listen() -> None:
         import jax
 
         jax.monitoring.register_event_duration_secs_listener(_on_duration)
+        jax.monitoring.register_event_listener(_on_event)
         _listening = True
 
 
@@ -96,6 +111,7 @@ class Clock:
         self.t_phase = self.t0
         self.seconds: dict[str, float] = collections.defaultdict(float)
         self.compiled: dict[str, float] = collections.defaultdict(float)
+        self.cache = {"hits": 0, "misses": 0}
         self._compile_in_phase = 0.0
         self._thread = threading.get_ident()
         self._lock = threading.Lock()
@@ -127,14 +143,26 @@ class Clock:
         return ended
 
     def account(self) -> dict:
-        """{"total": s, "phases": {phase: s}, "compile_by_program": {name: s}} up to now."""
+        """The account up to now: {"total": s, "phases": {phase: s}, "compile_by_program":
+        {name: s}, "compilation_cache": {"hits": n, "misses": n}, "process": {...}} where
+        process holds the CPU seconds used (user, system: their sum over the total says how
+        busy the run kept the cores) and the page faults and blocks read from disk (a cold
+        page cache shows as thousands of major faults)."""
         self.enter(self.phase)
         phases = {p: round(self.seconds[p], 3) for p in PHASES if p in self.seconds}
         programs = sorted(self.compiled.items(), key=lambda kv: -kv[1])
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "total": round(time.time() - self.t0, 3),
             "phases": phases,
             "compile_by_program": {k: round(v, 3) for k, v in programs},
+            "compilation_cache": dict(self.cache),
+            "process": {
+                "user_s": round(usage.ru_utime, 2),
+                "system_s": round(usage.ru_stime, 2),
+                "major_page_faults": usage.ru_majflt,
+                "blocks_read": usage.ru_inblock,
+            },
         }
 
     def summary(self, account: dict | None = None) -> str:

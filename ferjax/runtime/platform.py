@@ -58,12 +58,10 @@ def _jaxlib_version() -> tuple[int, int]:
 
 
 def _backends_initialized() -> bool:
-    try:
-        from jax._src import xla_bridge
-
-        return bool(getattr(xla_bridge, "_backends", {}))
-    except Exception:  # noqa: BLE001
-        return False
+    """Whether JAX has created its backends. Never imports JAX: importing `ferjax` (which
+    calls this) before a re-exec would otherwise load all of JAX twice (~1 s of start-up)."""
+    xla_bridge = sys.modules.get("jax._src.xla_bridge")
+    return bool(getattr(xla_bridge, "_backends", {})) if xla_bridge is not None else False
 
 
 def configure_xla_cpu() -> list[str]:

@@ -20,7 +20,6 @@ import numpy as np
 from ferjax.data.dataset import FerData
 from ferjax.data.input import TrainInput
 from ferjax.data.preprocess import normalization
-from ferjax.evaluation import plots
 from ferjax.evaluation.predict import (
     adjust_logits,
     adjust_tau_setting,
@@ -452,6 +451,8 @@ class Trainer:
             with open(self.workdir.final_report, "w") as f:
                 json.dump(report, f, indent=2)
             self.clock.enter("figures")
+            from ferjax.evaluation import plots  # matplotlib: imported when first drawn
+
             plots.training_curves(self.log.path, self.workdir.figure("training_curves"))
             plots.report_figures(self.workdir, report, self.test, probs)
             self.clock.enter("report")
