@@ -22,7 +22,7 @@ from ferjax.deploy.serving import check_images, export
 MODELS = {
     "cnn": {},
     "resnet18": {"model__width": 16},
-    "resnet34": {"model__width": 8},
+    "resnet34": {"model__width": 8, "model__stem": "imagenet"},  # the padded max-pool stem
     "vgg16": {},
     "resnet50": {},
 }

@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ferjax.models.layers import pool_max
+
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 RESNET50_STAGES = (3, 4, 6, 3)
 BN_EPSILON = {"torch": 1e-5, "keras": 1.001e-5}
@@ -46,7 +48,7 @@ class VGG16(nn.Module):
                     width, (3, 3), padding=PAD1, dtype=self.dtype, name=f"block{b}_conv{c}"
                 )
                 x = nn.relu(conv(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = pool_max(x, 2, 2)
         return x
 
 
@@ -103,7 +105,7 @@ class ResNet50(nn.Module):
             name="stem_conv",
         )(x)
         x = nn.relu(_bn(train, eps, "stem_bn")(x)).astype(self.dtype)
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=PAD1)
+        x = pool_max(x, 3, 2, padding=PAD1)
         for s, blocks in enumerate(RESNET50_STAGES):
             for b in range(blocks):
                 x = Bottleneck(

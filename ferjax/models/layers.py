@@ -94,8 +94,21 @@ class ConvImpl:
     max_pool: Callable
 
 
+def pool_max(x: jax.Array, window: int, strides: int, padding: Any = "VALID") -> jax.Array:
+    """flax.linen.max_pool of x [B, H, W, C], square window; padding "VALID", "SAME" or
+    ((top, bottom), (left, right)). Explicit padding is written as a -inf pad before a VALID
+    pool, and the call uses keywords: the same values and gradients, in the form the ONNX
+    exporter (jax2onnx, which replaces flax's max_pool while converting) translates."""
+    if not isinstance(padding, str):
+        x = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
+        padding = "VALID"
+    return nn.max_pool(
+        x, window_shape=(window, window), strides=(strides, strides), padding=padding
+    )
+
+
 def _flax_max_pool(x: jax.Array) -> jax.Array:
-    return nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))  # keywords: jax2onnx patches it
+    return pool_max(x, 2, 2)
 
 
 CONV_IMPLS.register("xla", ConvImpl(nn.Conv, _flax_max_pool))

@@ -80,7 +80,7 @@ class ResNet(nn.Module):
             x = layers.conv(self.conv_impl, self.width, 3, dtype=self.dtype, name="stem_conv")(x)
         x = nn.relu(_bn(train, "stem_bn")(x)).astype(self.dtype)
         if imagenet:
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=TORCH_PAD)
+            x = layers.pool_max(x, 3, 2, padding=TORCH_PAD)
         for s, blocks in enumerate(self.stage_sizes):
             for b in range(blocks):
                 strides = 2 if s > 0 and b == 0 else 1
