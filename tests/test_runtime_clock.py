@@ -107,4 +107,7 @@ def test_training_run_prints_and_writes_its_account(tmp_path):
     for phase in ("start", "data", "compile", "steps", "eval", "checkpoints", "report"):
         assert phases[phase] > 0, phase
     assert account["compile_by_program"]["train_step"] > 0
+    first = account["marks"]["first_step"]
+    assert phases["start"] < first < account["total"]
+    assert lines[-2].endswith(f"(first step done at {first:.1f} s)")
     assert f"time: {account['total']:.1f} s = start {phases['start']:.1f}" in lines[-2]

@@ -112,6 +112,7 @@ class Clock:
         self.seconds: dict[str, float] = collections.defaultdict(float)
         self.compiled: dict[str, float] = collections.defaultdict(float)
         self.cache = {"hits": 0, "misses": 0}
+        self.marks: dict[str, float] = {}
         self._compile_in_phase = 0.0
         self._thread = threading.get_ident()
         self._lock = threading.Lock()
@@ -142,6 +143,11 @@ class Clock:
         ended, self.phase, self.t_phase = self.phase, phase, now
         return ended
 
+    def mark(self, name: str) -> None:
+        """Records the seconds from the clock's start to now as `name` (first one wins), e.g.
+        "first_step": command to the first train step done."""
+        self.marks.setdefault(name, round(time.time() - self.t0, 3))
+
     def account(self) -> dict:
         """The account up to now: {"total": s, "phases": {phase: s}, "compile_by_program":
         {name: s}, "compilation_cache": {"hits": n, "misses": n}, "process": {...}} where
@@ -156,6 +162,7 @@ class Clock:
             "total": round(time.time() - self.t0, 3),
             "phases": phases,
             "compile_by_program": {k: round(v, 3) for k, v in programs},
+            "marks": dict(self.marks),
             "compilation_cache": dict(self.cache),
             "process": {
                 "user_s": round(usage.ru_utime, 2),
@@ -170,7 +177,10 @@ class Clock:
         0.05 s or more, in PHASES order) of `account` (default: the account up to now)."""
         acc = account or self.account()
         parts = [f"{p} {s:.1f}" for p, s in acc["phases"].items() if s >= 0.05]
-        return f"time: {acc['total']:.1f} s = " + " + ".join(parts)
+        line = f"time: {acc['total']:.1f} s = " + " + ".join(parts)
+        if "first_step" in acc.get("marks", {}):
+            line += f" (first step done at {acc['marks']['first_step']:.1f} s)"
+        return line
 
     def close(self) -> None:
         global _active

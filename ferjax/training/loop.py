@@ -309,6 +309,7 @@ class Trainer:
             f"first train step done: traced and compiled in {t_run - self.t_window:.1f}s, "
             f"ran in {now - t_run:.1f}s"
         )
+        self.clock.mark("first_step")
         self.first_step_pending = False
         self.window_steps, self.t_window = 0, now  # the first step is not in the window
 
