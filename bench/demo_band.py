@@ -2,11 +2,13 @@
 training seeds and both FERJAX_CPU_TUNING settings (the two settings round convolutions
 differently), each in a fresh process and workdir, on a quiet machine.
 
-    python -m bench.demo_band [--seeds 0,1,2] [--tuning 0,1] [--config.KEY=VALUE ...]
+    python -m bench.demo_band [--seeds 0,1,2] [--tuning 0,1] [--caches warm] [--config.KEY=VALUE]
 
 Prints test accuracy, balanced accuracy and wall time per run, the band (min-max) and the
 majority-class rate, and writes bench/results/demo_band-<UTC time>.json. --config.* overrides
-are passed to every run (for trying recipes).
+are passed to every run (for trying recipes). --caches cold gives every run a fresh, empty
+compilation cache (as the first run after install); warm (the default) uses the user's. Each
+run's wall-clock account (time.json) is printed and saved.
 """
 
 from __future__ import annotations
@@ -30,11 +32,17 @@ from bench import results_io  # noqa: E402
 from bench.quiet import wait_until_quiet  # noqa: E402
 
 
-def run_once(seed: int, tuning: str, overrides: list[str], workdir: str) -> dict:
+def run_once(
+    seed: int, tuning: str, overrides: list[str], workdir: str, cache: str | None = None
+) -> dict:
+    """One demo run in a fresh process; `cache`: its compilation cache directory (None: the
+    default one)."""
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GLIBC_TUNABLES")}
     env.update(FERJAX_CPU_TUNING=tuning, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "ferjax.main", "--config=configs/demo.py", f"--workdir={workdir}"]
     cmd += [f"--config.train.seed={seed}", *overrides]
+    if cache:
+        cmd.append(f"--config.train.compilation_cache_dir={cache}")
     quiet = wait_until_quiet()
     start = time.perf_counter()
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -54,6 +62,8 @@ def run_once(seed: int, tuning: str, overrides: list[str], workdir: str) -> dict
         "macro_f1": report["macro_f1"],
         "majority_rate": max(support) / sum(support),
         "wall_s": wall,
+        "account": json.loads((Path(workdir) / "time.json").read_text()),
+        "summary": next(ln for ln in out.stdout.splitlines() if ln.startswith("time: ")),
         "quiet": quiet,
     }
 
@@ -62,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--tuning", default="0,1", help="FERJAX_CPU_TUNING values")
+    p.add_argument("--caches", default="warm", choices=("warm", "cold"))
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args, overrides = p.parse_known_args(argv)
     bad = [o for o in overrides if not o.startswith("--config.")]
@@ -73,7 +84,10 @@ def main(argv: list[str] | None = None) -> dict:
         for tuning in args.tuning.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 workdir = os.path.join(tmp, f"t{tuning}_s{seed}")
-                r = run_once(seed, tuning, overrides, workdir)
+                cache = (
+                    os.path.join(tmp, f"jax_t{tuning}_s{seed}") if args.caches == "cold" else None
+                )
+                r = run_once(seed, tuning, overrides, workdir, cache)
                 runs.append(r)
                 print(
                     f"seed {seed} FERJAX_CPU_TUNING={tuning}: test accuracy {r['accuracy']:.3f} "
@@ -83,6 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"load {r['quiet']['loadavg'][0]:.2f})",
                     flush=True,
                 )
+                print(f"  {r['summary']}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     acc = [r["accuracy"] for r in runs]
@@ -93,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rare_recall_band": [min(rare), max(rare)],
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "overrides": overrides,
+        "caches": args.caches,
         "runs": runs,
         "accuracy_band": [min(acc), max(acc)],
         "balanced_accuracy_band": [min(bal), max(bal)],
