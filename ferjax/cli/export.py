@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"exported {trained.checkpoint} checkpoint (step {trained.step}) as {args.format}"
-        f"{' int8' if int8 else ''} -> {out}; max |export - jax| on {faces} = {diff:.2e}"
+        f"{' int8' if int8 else ''} -> {out}; max |{'float32 ' if int8 else ''}export - jax| "
+        f"on {faces} = {diff:.2e}"
     )
     if q:
         f, i = q["float32"], q["int8"]

@@ -139,13 +139,15 @@ def _export(export: dict) -> list[str]:
     lines = [
         f"- Format `{export['format']}`, file `{export['file']}`, batch "
         f"{export.get('batch', 'any')}.",
-        f"- Max |export - JAX| over the class probabilities of {export['check_faces']}: "
-        f"{export['max_difference']:.2e} (the export fails above {export['tolerance']:g}).",
+        f"- Max |{'float32 ' if export.get('int8') else ''}export - JAX| over the class "
+        f"probabilities of {export['check_faces']}: {export['max_difference']:.2e} (the "
+        f"export fails above {export['tolerance']:g}).",
     ]
     q = export.get("int8")
     if q:
         lines += [
-            f"- int8 ({q['calibration_faces']} training faces for calibration): "
+            f"- int8 (calibrated on {q['calibration_faces']} training faces; judged by "
+            "accuracy, not by its difference to JAX): "
             f"{q['bytes']['int8']:,} bytes vs {q['bytes']['float32']:,} float32. On the test "
             f"split ({q['test_examples']} faces) accuracy {q['int8']['accuracy']:.4f} vs "
             f"{q['float32']['accuracy']:.4f} float32 (drop {q['accuracy_drop']:+.4f}), "
