@@ -35,6 +35,7 @@ import tempfile
 import jax
 import numpy as np
 
+from ferjax.deploy.common import ExportError, write_labels
 from ferjax.runtime.errors import FerjaxError
 
 EXTRA = "pip install -e '.[onnx]' (the onnx extra: onnx, onnxruntime, jax2onnx)"
@@ -79,8 +80,6 @@ def _first_line(e: BaseException) -> str:
 
 def export_onnx(run, out_path: str, tta: str | None = None) -> str:
     """Writes the run's classify function as ONNX to out_path (+ labels.txt beside it)."""
-    from ferjax.deploy.serving import ExportError, write_labels
-
     onnx = require("onnx")
     require("onnxruntime")
     to_onnx = require("jax2onnx").to_onnx
@@ -136,8 +135,6 @@ def onnx_probs(path: str, images: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
 def quantize_onnx(float_path: str, out_path: str, calibration: np.ndarray) -> str:
     """Static int8 quantisation (QDQ, per-channel weights) of an ONNX model, activation ranges
     from `calibration` (uint8 faces) by min/max; labels.txt copied beside out_path."""
-    from ferjax.deploy.serving import ExportError
-
     q = require("onnxruntime.quantization")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ferjax.deploy import serving
+from ferjax.deploy.onnx_export import export_onnx, onnx_probs, quantize_onnx
 from ferjax.evaluation.metrics import classification_report
 from ferjax.runtime.tensorflow import import_tensorflow
 
@@ -124,8 +125,6 @@ def _size(path: str) -> int:
 def _probs(fmt: str, path: str, images: np.ndarray) -> np.ndarray:
     if fmt == "tflite":
         return serving.tflite_probs(path, images)
-    from ferjax.deploy.onnx_export import onnx_probs
-
     return onnx_probs(path, images)
 
 
@@ -156,8 +155,6 @@ def export_int8(
         if fmt == "tflite":
             export_tflite_int8(run, out, calibration, tta, batch)
         else:
-            from ferjax.deploy.onnx_export import export_onnx, quantize_onnx
-
             division_free = os.path.join(tmp, "division_free.onnx")
             export_onnx(quantizable(run), division_free, tta)
             quantize_onnx(division_free, out, calibration)

@@ -23,7 +23,8 @@ from PIL import Image
 
 from ferjax.data.dataset import to_channels
 from ferjax.data.sources.synthetic import render_faces
-from ferjax.runtime.errors import FerjaxError
+from ferjax.deploy.common import ExportError, write_labels
+from ferjax.deploy.onnx_export import export_onnx, onnx_probs
 from ferjax.runtime.tensorflow import import_tensorflow
 
 TOLERANCE = 1e-5
@@ -31,10 +32,7 @@ TOLERANCE = 1e-5
 # round differently from XLA's).
 TOLERANCES = {"savedmodel": TOLERANCE, "tflite": TOLERANCE, "onnx": 1e-4}
 FORMATS = tuple(TOLERANCES)
-
-
-class ExportError(FerjaxError):
-    """The model could not be exported or the export does not reproduce JAX's outputs."""
+__all__ = ["ExportError", "FORMATS", "TOLERANCES", "export", "write_labels"]
 
 
 def export_savedmodel(run, out_dir: str, tta: str | None = None, batch: int | None = None) -> str:
@@ -77,11 +75,6 @@ def export_tflite(run, out_path: str, tta: str | None = None, batch: int = 1) ->
         f.write(flatbuffer)
     write_labels(run, os.path.dirname(os.path.abspath(out_path)))
     return out_path
-
-
-def write_labels(run, folder: str) -> None:
-    with open(os.path.join(folder, "labels.txt"), "w") as f:
-        f.write("\n".join(run.class_names) + "\n")
 
 
 def check_images(run, count: int = 16, seed: int = 0) -> np.ndarray:
@@ -136,8 +129,6 @@ def export(run, fmt: str, out: str, tta: str | None = None, batch: int = 1, imag
         export_tflite(run, out, tta, batch)
         got = tflite_probs(out, images)
     else:
-        from ferjax.deploy.onnx_export import export_onnx, onnx_probs
-
         export_onnx(run, out, tta)
         got = onnx_probs(out, images)
     diff = float(np.max(np.abs(got - expected)))
