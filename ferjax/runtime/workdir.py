@@ -12,7 +12,7 @@ evaluation, prediction and export read back.
     checkpoints/best/      Orbax: the best validation metric (final report)
     report.json            the best checkpoint on the test split
     report_<split>[_<data>].json, <figure>[_<split>[_<data>]].png   written by evaluate
-    export/                SavedModel / TFLite exports
+    export/                SavedModel / TFLite / ONNX exports (int8 too), labels.txt, model cards
 """
 
 from __future__ import annotations
