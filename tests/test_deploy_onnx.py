@@ -111,6 +111,22 @@ def test_quantizable_standardisation_equals_training(per_image_run, gray_run):
     assert quantizable(gray_run) is gray_run  # a (mean, std) normalisation is left as it is
 
 
+@pytest.mark.slow
+def test_tflite_int8_with_per_image_standardisation(per_image_run, tmp_path):
+    """The division-free standardisation quantises (training's division made TFLite's int8 DIV
+    fail on ordinary faces) and the int8 model stays near the float one."""
+    from ferjax.deploy.quantize import export_tflite_int8
+    from ferjax.deploy.serving import tflite_probs
+
+    faces = check_images(per_image_run, 64, seed=1)
+    out = str(tmp_path / "m_int8.tflite")
+    export_tflite_int8(per_image_run, out, faces[:48])
+    got = tflite_probs(out, faces[48:])
+    want = per_image_run.classify(faces[48:])
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=0.02)
+    assert float(np.max(np.abs(got - want))) < 0.05
+
+
 def test_missing_extra_is_one_line(monkeypatch):
     import importlib
 
