@@ -169,6 +169,14 @@ def test_detect_every_reuses_boxes(fresh_run, video, capsys):
     assert records[3]["box"] != records[0]["box"]
 
 
+def test_a_video_without_a_video_extension(fresh_run, video, tmp_path, capsys):
+    clip = tmp_path / "clip.bin"  # not an image, so predict tries OpenCV's video reader
+    clip.write_bytes(video.read_bytes())
+    code, records, err = _predict(capsys, "--workdir", fresh_run, str(clip), "--max_frames", "6")
+    assert code == 0, err
+    assert [(r["file"], r["frame"]) for r in records] == [(str(clip), t) for t in range(6)]
+
+
 def test_corrupt_missing_and_faceless_videos(fresh_run, video, tmp_path, capfd):
     data = video.read_bytes()
     (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 2])
