@@ -1,6 +1,6 @@
 """Process-level CPU tuning, behind one switch: FERJAX_CPU_TUNING=1 (default) or 0.
 
-Settings that must be made before JAX creates its CPU client (the first computation):
+Two settings that must be made before JAX creates its CPU client (the first computation):
 
 1. Convolution library of XLA's CPU backend. jaxlib 0.10 sends convolutions through YNNPACK by
    default; on x86 that runs 64-channel convolutions on one thread and computes weight gradients
@@ -9,12 +9,7 @@ Settings that must be made before JAX creates its CPU client (the first computat
    and leaves convolutions to Eigen. The flag exists only in some jaxlib versions and XLA aborts
    on an unknown flag, so it is added only for the versions it was measured on, and never when
    XLA_FLAGS already sets it. It is read by the CPU compiler only: GPU/TPU programs are untouched.
-2. LLVM optimisation level of XLA's CPU code: 2 instead of XLA's default 3 halves the compile
-   time of a train step (the demo's: 10 s -> 5 s) at the same step time (bench/README.md). Its
-   rounding differs from level 3's (measured: different bits, the same accuracy band). Added
-   only where no GPU/TPU plugin is installed (the flag is also read by the GPU compiler), and
-   never when XLA_FLAGS sets it.
-3. glibc malloc: every XLA step allocates its large temporaries afresh and the kernel faults
+2. glibc malloc: every XLA step allocates its large temporaries afresh and the kernel faults
    them in page by page. GLIBC_TUNABLES=glibc.malloc.hugetlb=1 backs them with transparent huge
    pages (where the kernel allows it, i.e. THP "madvise" or "always"). glibc reads it at process
    start, so the command-line entry points re-execute themselves once with it set
@@ -28,8 +23,7 @@ import sys
 
 SWITCH = "FERJAX_CPU_TUNING"
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
-OPT_FLAG = "--xla_backend_optimization_level"
-XLA_CPU_FLAGS = (f"{YNN_FLAG}=LIBRARY_FUSION_TYPE_REDUCE", f"{OPT_FLAG}=2")
+XLA_CPU_FLAGS = (f"{YNN_FLAG}=LIBRARY_FUSION_TYPE_REDUCE",)
 # jaxlib (major, minor) versions whose XLA has the flag above and was measured with it.
 TUNED_JAXLIB = {(0, 10)}
 MALLOC_TUNABLE = "glibc.malloc.hugetlb=1"
@@ -70,32 +64,19 @@ def _backends_initialized() -> bool:
     return bool(getattr(xla_bridge, "_backends", {})) if xla_bridge is not None else False
 
 
-def _accelerator_plugin_installed() -> bool:
-    """Whether JAX could use a GPU or TPU here (a CUDA/ROCm plugin or libtpu is installed),
-    unless JAX_PLATFORMS says cpu only. Looks the packages up without importing them."""
-    import importlib.util
-
-    if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
-        return False
-    names = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "libtpu")
-    return any(importlib.util.find_spec(n) is not None for n in names)
-
-
 def configure_xla_cpu() -> list[str]:
     """Adds XLA_CPU_FLAGS to XLA_FLAGS (before JAX's first computation); returns what it added.
 
     Does nothing when the switch is off, when the jaxlib version is not one it was measured on,
     when XLA_FLAGS already mentions the flag (the user's choice wins) or when JAX's backends
     already exist (the flags would be ignored)."""
-    if not tuning_enabled() or _jaxlib_version() not in TUNED_JAXLIB or _backends_initialized():
+    if not tuning_enabled() or _jaxlib_version() not in TUNED_JAXLIB:
         return []
     current = os.environ.get("XLA_FLAGS", "")
-    named = {tok.split("=", 1)[0] for tok in current.split()}
-    if _accelerator_plugin_installed():
-        named.add(OPT_FLAG)
-    added = [flag for flag in XLA_CPU_FLAGS if flag.split("=", 1)[0] not in named]
-    os.environ["XLA_FLAGS"] = " ".join(filter(None, [current, *added]))
-    return added
+    if _ynn_flag_values() or _backends_initialized():
+        return []
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, [current, *XLA_CPU_FLAGS]))
+    return list(XLA_CPU_FLAGS)
 
 
 def _ynn_flag_values() -> list[str]:
