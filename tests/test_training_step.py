@@ -300,3 +300,44 @@ def test_ema_follows_the_parameters_and_sam_changes_the_step():
     sam, m = s.train_step(s.state, data, batch)
     delta = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), sam.params, one.params)
     assert max(jax.tree.leaves(delta)) > 1e-4 and bool(np.isfinite(m["loss_sum"]))
+
+
+def test_one_program_for_every_seed_and_the_same_values():
+    """The seed is data: programs built for two seeds lower to the same text (one compile, one
+    cache entry), and a step with the seed as data equals the step with it as a constant."""
+    config = tiny_config(augment__ops="flip|shift(pad=1)")
+
+    def fresh(seed):
+        config.train.seed = seed
+        return build(config, num_classes=3, image_shape=(8, 8, 1), steps_per_epoch=10,
+                     norm=(0.0, 255.0), model=_DropoutNet())  # fmt: skip
+
+    _, batch = data_and_batch(b=4)
+    rng = np.random.default_rng(1)
+    data = {
+        "images": jnp.asarray(rng.integers(0, 256, (8, 8, 8, 1)), jnp.uint8),
+        "targets": jax.nn.one_hot(jnp.arange(8) % 3, 3),
+    }
+    texts, params = [], []
+    for seed in (0, 7):
+        seeded = {**data, "seed": np.int32(seed)}
+        p = fresh(seed)
+        texts.append(p.train_step.lower(p.state, seeded, batch).as_text())
+        state, _ = p.train_step(p.state, seeded, batch)  # donates p.state
+        q = fresh(seed)
+        constant, _ = q.train_step(q.state, data, batch)  # the seed as the program's constant
+        for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(constant.params)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        params.append(np.asarray(jax.tree.leaves(state.params)[-1]))
+    assert texts[0] == texts[1]
+    # the premise: the seed changes the step (dropout and augmentation draw from it)
+    assert not np.array_equal(params[0], params[1])
+
+
+class _DropoutNet(nn.Module):
+    num_classes: int = 3
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Dropout(0.5, deterministic=not train)(x.reshape(x.shape[0], -1))
+        return nn.Dense(self.num_classes)(x)

@@ -129,10 +129,16 @@ class TrainInput:
         targets = one_hot_targets(train, num_classes)
         placement = choose_placement(config.data.placement, images.nbytes, stored)
         if placement == "device":
-            on_device = devices.replicate({"images": images, "targets": targets}, mesh)
+            on_device = {"images": images, "targets": targets}
             host_arrays = None
         else:
             on_device, host_arrays = {}, {"images": images, "targets": targets}
+        seed = config.train.seed
+        if 0 <= seed < 2**31:
+            # The step's random seed as data, not as a constant of the program: runs that
+            # differ only in their seed share one compiled program (and its cache entry).
+            on_device["seed"] = np.int32(seed)
+        on_device = devices.replicate(on_device, mesh)
         where = f" in {images.store.directory}" if stored else ""
         description = f"placement: {placement} ({images.nbytes / 2**20:.1f} MiB of images{where})"
         return cls(sampler, placement, on_device, host_arrays, global_batch, steps, description)

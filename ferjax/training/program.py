@@ -14,6 +14,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from ferjax.evaluation.predict import make_predict
@@ -70,7 +71,7 @@ def init_state(
     """The initial TrainState (parameters from `seed`; with `ema`, the average starts at
     them), placed replicated on the mesh."""
 
-    def init():
+    def init(seed):
         key = jax.random.PRNGKey(seed)
         dummy = jnp.zeros((1, *image_shape), jnp.float32)
         variables = model.init({"params": key, "dropout": key}, dummy, train=False)
@@ -85,7 +86,10 @@ def init_state(
             ema={"params": params, "batch_stats": batch_stats} if ema else {},
         )
 
-    return jax.jit(init, out_shardings=devices.replicated(mesh))()
+    replicated = devices.replicated(mesh)
+    if 0 <= seed < 2**31:  # the seed as an argument: one compiled init for every seed
+        return jax.jit(init, out_shardings=replicated)(np.int32(seed))
+    return jax.jit(lambda: init(seed), out_shardings=replicated)()
 
 
 def build(

@@ -199,12 +199,14 @@ def train_step(state: TrainState, data: dict, batch: dict, *, spec: StepSpec, mo
     """One step -> (state, metric sums).
 
     data: {"images": uint8[N, H, W, C], "targets": float32[N, K]} on the device (replicated),
-    or {} under streaming placement. batch: {"i", "j": int32[B], "lam", "weight": float32[B]}
+    or no images under streaming placement; optionally "seed": int32[] (else spec.seed).
+    batch: {"i", "j": int32[B], "lam", "weight": float32[B]}
     index records (batch-sharded), plus "xi", "xj", "ti", "tj" when streaming.
     keep_frozen_stats(old, new, step): BatchNorm statistics to keep (transfer.py), or None.
     """
     augment = make_augment([(n, dict(p)) for n, p in spec.augment])
-    key = jax.random.fold_in(jax.random.PRNGKey(spec.seed), state.step)
+    seed = data.get("seed", spec.seed)  # a traced seed: one program for every seed
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
     aug_key, drop_key = jax.random.split(key)
     x, targets = mix_examples(*gather_examples(data, batch), batch["lam"])
     if spec.median:
