@@ -1,5 +1,7 @@
 """The FER2013 CSV reader on small files in the exact Kaggle format."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -49,6 +51,28 @@ def test_known_pixels_and_cache(tmp_path):
         assert data.splits["test"].images[0, 47, 47] == 7
         assert [data.splits[s].labels.tolist() for s in ("train", "val", "test")] == [[3], [6], [0]]
     assert len(list(cache.glob("*.npz"))) == 1
+
+
+def test_cache_finds_the_digest_without_reading_and_sees_an_edit(tmp_path, monkeypatch):
+    """A second load takes the file's digest from digests.json (no read of the file); an edit
+    (same size, even the same modification time) is hashed afresh and parsed again."""
+    from ferjax.data.sources import fer2013
+
+    path = tmp_path / "fer2013.csv"
+    row = lambda label: f"{label}," + " ".join(["9"] * 2304) + ",Training"  # noqa: E731
+    path.write_text("emotion,pixels,Usage\n" + row(3) + "\n")
+    cache = str(tmp_path / "cache")
+    reads = []
+    real = fer2013.file_digest
+    monkeypatch.setattr(fer2013, "file_digest", lambda p: reads.append(p) or real(p))
+    assert load_fer2013(str(path), cache_dir=cache).splits["train"].labels.tolist() == [3]
+    assert load_fer2013(str(path), cache_dir=cache).splits["train"].labels.tolist() == [3]
+    assert reads == [str(path)]  # hashed once, found by its stamps the second time
+    stat = path.stat()
+    path.write_text("emotion,pixels,Usage\n" + row(5) + "\n")  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same modification time
+    assert load_fer2013(str(path), cache_dir=cache).splits["train"].labels.tolist() == [5]
+    assert len(reads) == 2
 
 
 def test_missing_file_says_where_to_get_it(tmp_path):
