@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--coordinator_address", default=None, help="host:port of process 0")
     p.add_argument("--num_processes", type=int, default=None, help="processes of the run")
     p.add_argument("--process_id", type=int, default=None, help="index of this process")
-    clock = Clock(since_process_start=True)  # `start`: the process's start to here and on
+    clock = Clock(since_command_start=True)  # `start`: the command's start to here and on
     args = p.parse(argv)
     logging.set_verbosity(logging.WARNING)
     distributed.init_distributed(args.coordinator_address, args.num_processes, args.process_id)

@@ -9,7 +9,7 @@ program. Work dispatched asynchronously is charged to the phase in which the hos
 (a step's time to `steps`, a checkpoint's to `checkpoints`).
 
 Phases, in the order a run meets them:
-  start        process start (interpreter, imports, the malloc re-exec, flags) to the run's start
+  start        the command's start (imports, the malloc re-exec, flags) to the run's start
   data         reading, parsing or generating the splits, cleaning, filtering
   sampling     the sampler (neighbour search for SMOTE/ADASYN) and the images' placement
   setup        model initialisation, optimizer, checkpoint manager, resume, run files
@@ -19,13 +19,13 @@ Phases, in the order a run meets them:
   report       metrics, TensorBoard summaries and report.json
   figures      the figures
   compile      tracing, lowering and compiling every program (taken out of the phases above)
-Process exit (after the summary line) is measured from outside by bench/end_to_end.py.
+The interpreter's start before it imports ferjax and the process's exit after the summary line
+are outside the account; bench/end_to_end.py measures them from outside.
 """
 
 from __future__ import annotations
 
 import collections
-import os
 import resource
 import threading
 import time
@@ -52,18 +52,14 @@ _active: Clock | None = None
 _listening = False
 
 
-def process_start_time() -> float | None:
-    """Seconds since the epoch at which this process started (Linux: /proc), else None. A
-    re-exec keeps the process and its start time, so the account includes it."""
-    try:
-        with open("/proc/self/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks = int(fields[19])  # field 22, starttime, in clock ticks after boot
-        with open("/proc/stat") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
+def command_start_time() -> float:
+    """Seconds since the epoch at which this command started: when `ferjax` was first imported
+    (the first thing every entry point does), carried over the malloc re-exec. Not the process's
+    start in /proc: a shell's `exec` (`bash -c "... && python -m ferjax.main"` execs its last
+    command) would date it to the shell's start."""
+    import ferjax
+
+    return ferjax.STARTED_AT
 
 
 # jax.monitoring's events of the persistent compilation cache (jax/_src/compiler.py).
@@ -97,16 +93,14 @@ def _listen() -> None:
 
 
 class Clock:
-    """The account of one run. `since_process_start=True` (the command-line tools) starts it at
-    the process's start (`start` then covers imports); otherwise at construction.
+    """The account of one run. `since_command_start=True` (the command-line tools) starts it
+    when the command started (`start` then covers the imports and the malloc re-exec; the
+    interpreter's own start before importing ferjax, ~0.05 s, is outside); otherwise at
+    construction."""
 
-    btime in /proc/stat has one-second resolution, so the process start (and `start`) is
-    known to about a second; every other phase is timed with time.time() directly."""
-
-    def __init__(self, since_process_start: bool = False):
+    def __init__(self, since_command_start: bool = False):
         now = time.time()
-        begun = process_start_time() if since_process_start else None
-        self.t0 = min(begun, now) if begun is not None else now
+        self.t0 = min(command_start_time(), now) if since_command_start else now
         self.phase = "start"
         self.t_phase = self.t0
         self.seconds: dict[str, float] = collections.defaultdict(float)

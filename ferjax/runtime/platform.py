@@ -28,6 +28,17 @@ XLA_CPU_FLAGS = (f"{YNN_FLAG}=LIBRARY_FUSION_TYPE_REDUCE",)
 TUNED_JAXLIB = {(0, 10)}
 MALLOC_TUNABLE = "glibc.malloc.hugetlb=1"
 _REEXEC_MARK = "FERJAX_REEXECUTED"
+_STARTED_MARK = "FERJAX_STARTED_AT"
+
+
+def started_at(now: float) -> float:
+    """When this command started: `now`, or, in the process a malloc re-exec started, the time
+    the first process passed on (taken out of the environment, so that no child inherits it)."""
+    passed = os.environ.pop(_STARTED_MARK, None)
+    try:
+        return min(float(passed), now) if passed else now
+    except ValueError:
+        return now
 
 
 def quiet_tensorflow() -> None:
@@ -113,7 +124,10 @@ def reexec_with_malloc_tuning(module: str, args: list[str] | None = None) -> Non
         or platform.libc_ver()[0] != "glibc"
     ):
         return
+    import ferjax
+
     env = dict(os.environ, GLIBC_TUNABLES=MALLOC_TUNABLE, **{_REEXEC_MARK: "1"})
+    env[_STARTED_MARK] = repr(ferjax.STARTED_AT)
     sys.stdout.flush()
     sys.stderr.flush()
     args = sys.argv[1:] if args is None else args
