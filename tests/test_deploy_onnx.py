@@ -27,9 +27,7 @@ MODELS = {
     "resnet50": {},
 }
 CASES = [
-    pytest.param(name, channels, marks=pytest.mark.slow)
-    for name in MODELS
-    for channels in (1, 3)
+    pytest.param(name, channels, marks=pytest.mark.slow) for name in MODELS for channels in (1, 3)
 ]
 
 
