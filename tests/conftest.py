@@ -123,6 +123,20 @@ def tiny_run(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def fresh_run(tmp_path_factory):
+    """An untrained tiny run's workdir (untrained_run), one per test module."""
+    return untrained_run(tmp_path_factory.mktemp("fresh"), tiny_config())
+
+
+@pytest.fixture(scope="module")
+def trained(fresh_run):
+    """fresh_run loaded as the tools load a run (ferjax.deploy.inference.load_run)."""
+    from ferjax.deploy.inference import load_run
+
+    return load_run(fresh_run)
+
+
 def call_tool(main, argv: list[str]) -> int:
     """A tool's main(argv) under the command-line convention (ferjax.cli.flags.run): its exit
     status, with `error: ...` lines on stderr for user mistakes."""

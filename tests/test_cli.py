@@ -7,25 +7,13 @@ import os
 
 import numpy as np
 import pytest
-from conftest import cli, tiny_config, untrained_run
+from conftest import cli
 from PIL import Image
-
-from ferjax.deploy.inference import load_run
 
 
 @pytest.fixture(scope="module")
 def workdir(tiny_run):
     return tiny_run
-
-
-@pytest.fixture(scope="module")
-def fresh_run(tmp_path_factory):
-    return untrained_run(tmp_path_factory.mktemp("fresh"), tiny_config())
-
-
-@pytest.fixture(scope="module")
-def trained(fresh_run):
-    return load_run(fresh_run)
 
 
 # ------------------------------------------------------------------------------- TensorBoard

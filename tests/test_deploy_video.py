@@ -7,24 +7,13 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import call_tool, tiny_config, untrained_run
+from conftest import call_tool
 from PIL import Image
 
-from ferjax.deploy.inference import load_run
 from ferjax.deploy.tracking import Smoother, Tracker, greedy_match, iou_matrix
 
 FRAMES, FPS, SIDE = 30, 25.0, 160
 H, W = 360, 480
-
-
-@pytest.fixture(scope="module")
-def fresh_run(tmp_path_factory):
-    return untrained_run(tmp_path_factory.mktemp("fresh"), tiny_config())
-
-
-@pytest.fixture(scope="module")
-def trained(fresh_run):
-    return load_run(fresh_run)
 
 
 def _truth(t: int) -> tuple[int, int, int, int]:
