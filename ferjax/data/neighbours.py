@@ -3,9 +3,8 @@
 The search (`nearest`) is a brute-force one that finds scikit-learn's `NearestNeighbors`
 neighbours, with imbalanced-learn's conventions (k + 1 neighbours of each example, the first
 one, itself, dropped), so the pairs match `imblearn.over_sampling.SMOTE` / `ADASYN` in the same
-feature space. Only the *training* split
-is ever passed here. Memory stays O(N): features are built per class (pixels) or as a small
-projection of all examples (pca), never a resampled copy.
+feature space. Only the *training* split is ever passed here. Memory stays O(N): features are
+built per class (pixels) or as a small projection of all examples (pca), never a resampled copy.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Where a training run's wall clock goes: one account from process start to the report.
+"""Where a training run's wall clock goes: one account from the command's start to the report.
 
 The account is a sequence of phases; `Clock.enter(name)` ends the current phase and starts
-`name`, so every second from the process's start to `Clock.summary()` is charged to exactly one
+`name`, so every second from the clock's start to `Clock.account()` is charged to exactly one
 phase and the parts add up to the total. Compilation is taken out of whichever phase it
 happened in: JAX reports the duration of each trace, lowering and backend compile (a persistent
 cache hit included) through `jax.monitoring`, and those seconds are charged to `compile`, by
