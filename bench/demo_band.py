@@ -6,9 +6,9 @@ differently), each in a fresh process and workdir, on a quiet machine.
 
 Prints test accuracy, balanced accuracy and wall time per run, the band (min-max) and the
 majority-class rate, and writes bench/results/demo_band-<UTC time>.json. --config.* overrides
-are passed to every run (for trying recipes). --caches cold gives every run a fresh, empty
-compilation cache (as the first run after install); warm (the default) uses the user's. Each
-run's wall-clock account (time.json) is printed and saved.
+are passed to every run (for trying recipes). --caches cold gives every run fresh, empty
+compilation and data caches (as the first run after install); warm (the default) uses the
+user's. Each run's wall-clock account (time.json) is printed and saved.
 """
 
 from __future__ import annotations
@@ -35,14 +35,15 @@ from bench.quiet import wait_until_quiet  # noqa: E402
 def run_once(
     seed: int, tuning: str, overrides: list[str], workdir: str, cache: str | None = None
 ) -> dict:
-    """One demo run in a fresh process; `cache`: its compilation cache directory (None: the
-    default one)."""
+    """One demo run in a fresh process; `cache`: its compilation cache directory, with an empty
+    data cache beside it (None: the user's caches)."""
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GLIBC_TUNABLES")}
     env.update(FERJAX_CPU_TUNING=tuning, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "ferjax.main", "--config=configs/demo.py", f"--workdir={workdir}"]
     cmd += [f"--config.train.seed={seed}", *overrides]
     if cache:
         cmd.append(f"--config.train.compilation_cache_dir={cache}")
+        env["FERJAX_CACHE"] = f"{cache}_data"  # rendered faces, parsed files
     quiet = wait_until_quiet()
     start = time.perf_counter()
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)

@@ -14,6 +14,7 @@ from ferjax.data.classes import select_classes
 from ferjax.data.dataset import FER2013_CLASSES
 from ferjax.data.load import load_data, read_source
 from ferjax.data.preprocess import equalize_histogram, median3x3
+from ferjax.data.sources import synthetic
 from ferjax.data.sources.fer2013 import load_fer2013, read_fer2013_rows, write_fer2013_csv
 from ferjax.data.sources.ferplus import FERPLUS_CLASSES, load_ferplus
 from ferjax.data.sources.folder import load_folder
@@ -485,3 +486,29 @@ def test_read_source_ferplus_next_to_fer2013(tmp_path):
     cfg.data.ferplus_mode = "probability"
     data = read_source(cfg.data)
     assert data.class_names == FERPLUS_CLASSES and data.splits["train"].targets is not None
+
+
+def test_synthetic_faces_are_cached_and_read_back(tmp_path, monkeypatch):
+    """A set large enough is rendered once into the cache; the second load reads exactly the
+    same faces without rendering; other parameters are another entry; small sets bypass it."""
+    params = dict(num_train=4000, num_val=50, num_test=50, seed=1)
+    first = synthetic.load_synthetic(str(tmp_path), **params)
+    entries = list(tmp_path.iterdir())
+    assert [p.name for p in entries] == [synthetic.cache_key(**params)]
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("rendered again")
+
+    monkeypatch.setattr(synthetic, "make_synthetic", no_rendering)
+    second = synthetic.load_synthetic(str(tmp_path), **params)
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(first.splits[name].images, second.splits[name].images)
+        np.testing.assert_array_equal(first.splits[name].labels, second.splits[name].labels)
+    assert second.class_names == FER2013_CLASSES
+    with pytest.raises(AssertionError, match="rendered again"):
+        synthetic.load_synthetic(str(tmp_path), **{**params, "seed": 2})
+    with pytest.raises(AssertionError, match="rendered again"):
+        synthetic.load_synthetic("", **params)  # caching off
+    monkeypatch.undo()
+    small = synthetic.load_synthetic(str(tmp_path), num_train=40, num_val=5, num_test=5)
+    assert len(small.splits["train"].images) == 40 and len(list(tmp_path.iterdir())) == 1

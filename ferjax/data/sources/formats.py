@@ -15,11 +15,11 @@ import ml_collections
 from ferjax.data.dataset import FerData
 from ferjax.data.sources.affectnet import index_affectnet, load_affectnet
 from ferjax.data.sources.decode import FaceIndex
-from ferjax.data.sources.fer2013 import load_fer2013
+from ferjax.data.sources.fer2013 import default_cache_dir, load_fer2013
 from ferjax.data.sources.ferplus import load_ferplus
 from ferjax.data.sources.folder import load_folder
 from ferjax.data.sources.rafdb import index_rafdb, load_rafdb
-from ferjax.data.sources.synthetic import make_synthetic
+from ferjax.data.sources.synthetic import load_synthetic
 from ferjax.runtime.errors import ConfigError
 from ferjax.runtime.registry import Registry
 
@@ -67,12 +67,13 @@ def workers(cfg: ml_collections.ConfigDict) -> int | None:
 @source("synthetic")
 def _synthetic(cfg: ml_collections.ConfigDict) -> FerData:
     s = cfg.synthetic
-    return make_synthetic(
-        s.num_train,
-        s.num_val,
-        s.num_test,
-        s.seed,
-        s.label_noise,
+    return load_synthetic(
+        default_cache_dir() if not cfg.cache_dir else cfg.cache_dir,
+        num_train=s.num_train,
+        num_val=s.num_val,
+        num_test=s.num_test,
+        seed=s.seed,
+        label_noise=s.label_noise,
         image_size=cfg.image_size,
         channels=cfg.channels,
     )
