@@ -183,6 +183,20 @@ def test_every_remedy_starts_from_none():
     assert variants["posthoc"] == {**base, "eval.logit_adjust_tau": "auto"}
 
 
+def test_remedies_combine_with_plus():
+    """smote+logit_adjusted: both remedies' keys on top of none's; a key set twice, or an
+    unknown part, is one line."""
+    variants = study.plan_remedies(tiny_config(), ["smote+logit_adjusted", "smote"])
+    assert list(variants) == ["none", "smote+logit_adjusted", "smote"]
+    combined = variants["smote+logit_adjusted"]
+    assert combined["sampling.method"] == "smote" and combined["loss.name"] == "logit_adjusted"
+    assert combined["eval.logit_adjust_tau"] == "0"
+    with pytest.raises(ConfigError, match=r"'smote\+random' sets sampling.method twice"):
+        study.plan_remedies(tiny_config(), ["smote+random"])
+    with pytest.raises(ConfigError, match="unknown remedy 'focl'; did you mean 'focal'"):
+        study.plan_remedies(tiny_config(), ["smote+focl"])
+
+
 def test_unknown_remedy_is_one_line(tmp_path, capsys):
     assert call_tool(study.main, argv(tmp_path, "--remedies=smote,smoet")) == 2
     err = capsys.readouterr().err

@@ -1,7 +1,8 @@
 """Compare class-imbalance remedies on your data over several seeds.
 
 Runs the config once per remedy and seed (a remedy is a named set of config overrides, defined
-once in REMEDIES: a sampler, a loss or post-hoc logit adjustment). Each is an ordinary ferjax run
+once in REMEDIES: a sampler, a loss or post-hoc logit adjustment; `a+b` combines two, e.g.
+smote+logit_adjusted). Each is an ordinary ferjax run
 in WORKDIR/<remedy>/seed<k> (re-running skips finished ones); writes study.md, study.json and
 study.png (per-class recall by remedy) in WORKDIR, and a recommendation line.
 
@@ -58,20 +59,34 @@ LOWER_IS_BETTER = ("ece",)
 NAME = "study"
 
 
+def remedy_overrides(name: str) -> dict:
+    """A remedy's own overrides; `a+b` combines remedies (e.g. smote+logit_adjusted: SMOTE's
+    records trained with the logit-adjusted loss), as long as they set different keys."""
+    overrides: dict = {}
+    for part in name.split("+"):
+        if part not in REMEDIES:
+            raise ConfigError(
+                f"--remedies: unknown remedy {part!r}{did_you_mean(part, REMEDIES)}; known: "
+                f"{', '.join(REMEDIES)}, or several joined by + (e.g. smote+logit_adjusted)"
+            )
+        clash = set(overrides) & set(REMEDIES[part])
+        if clash:
+            raise ConfigError(
+                f"--remedies: {name!r} sets {', '.join(sorted(clash))} twice; combine remedies "
+                "that change different keys (a sampler, a loss, posthoc)"
+            )
+        overrides.update(REMEDIES[part])
+    return overrides
+
+
 def plan_remedies(config, remedies: list[str]) -> dict[str, dict]:
     """{remedy: full overrides}, none first (always). Unknown remedies or keys fail in one
     line."""
-    for r in remedies:
-        if r not in REMEDIES:
-            raise ConfigError(
-                f"--remedies: unknown remedy {r!r}{did_you_mean(r, REMEDIES)}; "
-                f"known: {', '.join(REMEDIES)}"
-            )
+    own = {r: remedy_overrides(r) for r in [BASE, *remedies]}
     variants = {}
-    for r in [BASE, *remedies]:
-        if r not in variants:
-            check_keys(config, REMEDIES[r], f"remedy {r}")
-            variants[r] = {**REMEDIES[BASE], **REMEDIES[r]}
+    for r in own:
+        check_keys(config, own[r], f"remedy {r}")
+        variants[r] = {**REMEDIES[BASE], **own[r]}
     return variants
 
 
@@ -188,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--remedies",
         default=",".join(REMEDIES),
-        help=f"comma-separated, from: {', '.join(REMEDIES)} ({BASE} always runs)",
+        help=f"comma-separated, from: {', '.join(REMEDIES)}, or several joined by + "
+        f"(smote+logit_adjusted); {BASE} always runs",
     )
     p.add_argument("--seeds", type=int, default=3, help="seeds per remedy (train.seed 0..N-1)")
     p.add_argument(
