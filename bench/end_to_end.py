@@ -55,7 +55,12 @@ from bench.quiet import wait_until_quiet  # noqa: E402
 
 BATCH = 128
 # model -> ferjax config file
-CONFIGS = {"demo_cnn": "demo.py", "cnn": "cnn.py", "resnet18": "resnet.py"}
+CONFIGS = {
+    "demo_cnn": "demo.py",
+    "narrow_cnn": "quick.py",
+    "cnn": "cnn.py",
+    "resnet18": "resnet.py",
+}
 # ferjax augmentation equivalent to the ImageDataGenerator above (0.1 * 48 px ~ 5 px shifts).
 FERJAX_AUGMENT = "flip|shift(pad=5)|rotate(degrees=10)"
 

@@ -20,8 +20,13 @@ NUM_CLASSES = 7
 IMAGE = 48
 
 
+# Benchmark model name -> the config whose CNN it is: the demo's (16/32/64 since 2026-12-02),
+# the narrow CNN the demo had before (32/64/128, configs/quick.py) and the default VGG-style CNN.
+CNN_CONFIGS = {"demo_cnn": "demo.py", "narrow_cnn": "quick.py"}
+
+
 def _cnn_spec(name: str) -> dict:
-    config_file = "demo.py" if name == "demo_cnn" else "default.py"
+    config_file = CNN_CONFIGS.get(name, "default.py")
     config = runpy.run_path(str(ROOT / "configs" / config_file))["get_config"]()
     m = config.model
     return {

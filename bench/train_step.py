@@ -55,6 +55,7 @@ IMAGE = 48
 # name -> (config file, batch size)
 MODELS = {
     "demo_cnn": ("demo.py", 128),
+    "narrow_cnn": ("quick.py", 128),
     "cnn": ("default.py", 128),
     "resnet18": ("default.py", 64),
 }
