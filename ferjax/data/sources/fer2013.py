@@ -221,6 +221,15 @@ def default_cache_dir() -> str:
     return os.environ.get("FERJAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ferjax"))
 
 
+def save_npz(path: str, **arrays: np.ndarray) -> None:
+    """np.savez(path, **arrays) through a temporary file renamed into place, so that a reader
+    (another run sharing the cache) never sees a half-written entry."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 def load_fer2013(path: str, on_error: str = "raise", cache_dir: str | None = None) -> FerData:
     """Loads fer2013.csv into a FerData (train = Training, val = PublicTest, test = PrivateTest).
 
@@ -251,10 +260,8 @@ def load_fer2013(path: str, on_error: str = "raise", cache_dir: str | None = Non
                 pass  # unreadable cache entry: parse again and overwrite it
     images, labels, usage, rows, errors = read_fer2013_rows(path, on_error)
     if cache_file:
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{cache_file}.{os.getpid()}.tmp.npz"
-        np.savez(
-            tmp,
+        save_npz(
+            cache_file,
             images=images,
             labels=labels,
             usage=np.asarray(usage),
@@ -262,7 +269,6 @@ def load_fer2013(path: str, on_error: str = "raise", cache_dir: str | None = Non
             skip_reasons=np.asarray(list(errors.counts.keys()), dtype=str),
             skip_counts=np.asarray(list(errors.counts.values()), dtype=np.int64),
         )
-        os.replace(tmp, cache_file)
     return FerData(
         class_names=FER2013_CLASSES,
         splits=split_by_usage(images, labels, usage, rows),

@@ -15,7 +15,7 @@ import ml_collections
 from ferjax.data.dataset import FerData
 from ferjax.data.sources.affectnet import index_affectnet, load_affectnet
 from ferjax.data.sources.decode import FaceIndex
-from ferjax.data.sources.fer2013 import default_cache_dir, load_fer2013
+from ferjax.data.sources.fer2013 import load_fer2013
 from ferjax.data.sources.ferplus import load_ferplus
 from ferjax.data.sources.folder import load_folder
 from ferjax.data.sources.rafdb import index_rafdb, load_rafdb
@@ -68,7 +68,7 @@ def workers(cfg: ml_collections.ConfigDict) -> int | None:
 def _synthetic(cfg: ml_collections.ConfigDict) -> FerData:
     s = cfg.synthetic
     return load_synthetic(
-        default_cache_dir() if not cfg.cache_dir else cfg.cache_dir,
+        cfg.cache_dir or None,
         num_train=s.num_train,
         num_val=s.num_val,
         num_test=s.num_test,

@@ -18,13 +18,16 @@ Generation is vectorised over chunks of faces (no per-face Python loop).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from ferjax.data.dataset import FER2013_CLASSES, FerData, Split
+from ferjax.data.sources.fer2013 import default_cache_dir, save_npz
 
 # FER2013's training-split class counts (angry, disgust, fear, happy, sad, surprise, neutral).
 FER2013_TRAIN_COUNTS = np.array([3995, 436, 4097, 7215, 4830, 3171, 4965])
@@ -365,23 +368,34 @@ def make_synthetic(
 
 # Sets at least this many 48 px pixels are cached (smaller ones render faster than a file reads).
 CACHE_MIN_PIXELS = 4096 * 48 * 48
+_PARAMETERS = inspect.signature(make_synthetic)
+
+
+def _all_params(params: dict) -> dict:
+    """make_synthetic's arguments with its defaults filled in (so that a default and the same
+    value given explicitly are one cache entry)."""
+    bound = _PARAMETERS.bind(**params)
+    bound.apply_defaults()
+    return dict(bound.arguments)
 
 
 def cache_key(**params) -> str:
     """The cache file name of the faces make_synthetic(**params) renders: a digest of the
     parameters and of this module's source (any change to the renderer is a new key)."""
-    digest = hashlib.sha256(open(__file__, "rb").read())
-    digest.update(json.dumps(params, sort_keys=True).encode())
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(json.dumps(_all_params(params), sort_keys=True).encode())
     return f"synthetic-{digest.hexdigest()[:20]}.npz"
 
 
-def load_synthetic(cache_dir: str, **params) -> FerData:
-    """make_synthetic(**params), kept in `cache_dir` (empty: not cached) as an .npz once
-    rendered, so that a second run reads its faces instead of rendering them again (rendering
-    costs ~0.25 ms a 48 px face on one core); small sets are rendered every time."""
-    sizes = sum(params.get(k, 0) for k in ("num_train", "num_val", "num_test"))
-    side = params.get("image_size", 48)
-    if not cache_dir or sizes * side * side * params.get("channels", 1) < CACHE_MIN_PIXELS:
+def load_synthetic(cache_dir: str | None = None, **params) -> FerData:
+    """make_synthetic(**params), kept in `cache_dir` (None: ~/.cache/ferjax or $FERJAX_CACHE, as
+    for FER2013; "": not cached) as an .npz once rendered, so that a second run reads its faces
+    instead of rendering them again (~0.25 ms a 48 px face on one core); small sets are
+    rendered every time."""
+    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    p = _all_params(params)
+    pixels = (p["num_train"] + p["num_val"] + p["num_test"]) * p["image_size"] ** 2 * p["channels"]
+    if not cache_dir or pixels < CACHE_MIN_PIXELS:
         return make_synthetic(**params)
     path = os.path.join(cache_dir, cache_key(**params))
     if os.path.isfile(path):
@@ -395,11 +409,8 @@ def load_synthetic(cache_dir: str, **params) -> FerData:
         except (OSError, ValueError, KeyError):
             pass  # unreadable entry: render again and overwrite it
     data = make_synthetic(**params)
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp.npz"
     arrays = {}
     for name, split in data.splits.items():
         arrays[f"{name}_images"], arrays[f"{name}_labels"] = split.images, split.labels
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    save_npz(path, **arrays)
     return data
