@@ -21,13 +21,22 @@ ARGS = [
 ]
 
 
-def command(workdir: str) -> list[str]:
-    return [sys.executable, "-m", "ferjax.main", f"--config={TINY}", f"--workdir={workdir}"]
+def command(workdir: str, entry: tuple[str, ...] = ("-m", "ferjax.main")) -> list[str]:
+    return [sys.executable, *entry, f"--config={TINY}", f"--workdir={workdir}"]
 
 
-def launch(workdir: str, processes: int, devices: int, *extra: str, wait=True, timeout=900):
-    """`processes` x `devices`: one process (forced CPU devices) or launch/local.sh."""
-    cmd = command(workdir) + ARGS + list(extra)
+def launch(
+    workdir: str,
+    processes: int,
+    devices: int,
+    *extra: str,
+    wait=True,
+    timeout=900,
+    entry: tuple[str, ...] = ("-m", "ferjax.main"),
+):
+    """`processes` x `devices`: one process (forced CPU devices) or launch/local.sh. `entry`:
+    what python runs (the trainer's module by default)."""
+    cmd = command(workdir, entry) + ARGS + list(extra)
     env = dict(os.environ, DEVICES_PER_PROCESS=str(devices))
     env.pop("XLA_FLAGS", None)
     if processes == 1:

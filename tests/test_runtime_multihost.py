@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -49,6 +50,22 @@ def test_two_processes_agree_with_one_process_under_load(tmp_path):
     assert all(np.isfinite(v) for v in l2.values())
     assert os.path.exists(os.path.join(multi, "report.json")) and latest_params(multi)[0] == 8
     assert_same_step(step_params(single, 1), step_params(multi, 1), initial_params())
+
+
+def test_a_run_ends_cleanly_while_the_watchdog_is_inside_the_runtime(tmp_path):
+    """The watchdog thread is stopped and joined before Python finalises: left running, a call of
+    it into the runtime's client at exit ended in a forced unwind that aborted a finished run
+    (exit 134, "FATAL: exception not rethrown"; seen on CI under load). Here it polls without
+    pause, so it is almost surely inside such a call when the run ends; it did abort every run
+    this way before the fix."""
+    workdir = str(tmp_path / "run")
+    entry = (str(Path(__file__).with_name("spinning_watchdog.py")),)
+    out = launch(workdir, 2, 1, "--config.train.halt_after_steps=1", entry=entry)
+    assert out.returncode == 0, explain(out)
+    beats = [line.split() for line in out.stdout.splitlines() if line.startswith("watchdog ")]
+    # The premise: in both processes the watchdog was running at the end and had polled a lot.
+    assert len(beats) == 2 and all(b[4] == "True" and int(b[2]) > 50 for b in beats), beats
+    assert "FATAL" not in out.stderr and "terminate called" not in out.stderr
 
 
 def test_a_dead_peer_stops_the_run_within_a_minute_with_one_line(tmp_path):

@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         if distributed.multi_process():
             distributed.fail(e)  # tell the other processes, one line, exit now
         raise
+    finally:
+        distributed.stop_watchdog()  # joined before Python finalises (see distributed.py)
     return 0
 
 

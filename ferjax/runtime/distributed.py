@@ -17,10 +17,17 @@ trace. Instead:
   moved for `STALE_SECONDS` (killed, frozen, or its host is gone).
 So every process exits within about a minute, each with one line naming the process, the step
 and what it was doing.
+
+The watchdog is stopped and joined before the interpreter exits (`stop_watchdog`, also run at
+exit before JAX shuts its runtime down): a daemon thread still inside a call into the runtime's
+client when Python finalises is ended by a forced unwind through C++ frames, which aborts the
+process ("terminate called ... FATAL: exception not rethrown", exit 134) after a run that
+succeeded.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
@@ -122,11 +129,18 @@ class Watchdog(threading.Thread):
         self.me, self.count = jax.process_index(), jax.process_count()
         self.stale_seconds = stale_seconds
         self.beats = 0
+        self.stopping = threading.Event()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ends the loop and waits for it (a call into the runtime in flight returns first)."""
+        self.stopping.set()
+        if self.is_alive() and self is not threading.current_thread():
+            self.join(timeout)
 
     def run(self) -> None:
         client = _client()
         seen: dict[int, tuple[str | None, float]] = {}
-        while True:
+        while not self.stopping.is_set():
             now = time.monotonic()
             try:
                 self.beats += 1
@@ -156,7 +170,7 @@ class Watchdog(threading.Thread):
                         f"error: {_position()}: process {peer} stopped responding (no "
                         f"heartbeat for {now - since:.0f} s: killed, frozen or its host is gone)"
                     )
-            time.sleep(HEARTBEAT_SECONDS)
+            self.stopping.wait(HEARTBEAT_SECONDS)
 
 
 def start_watchdog(stale_seconds: float = STALE_SECONDS) -> Watchdog:
@@ -164,7 +178,18 @@ def start_watchdog(stale_seconds: float = STALE_SECONDS) -> Watchdog:
     if _watchdog is None:
         _watchdog = Watchdog(stale_seconds)
         _watchdog.start()
+        # atexit runs last-registered first: this comes before JAX's runtime shutdown, which
+        # was registered when the runtime started.
+        atexit.register(stop_watchdog)
     return _watchdog
+
+
+def stop_watchdog() -> None:
+    """Stops and joins the watchdog (at the end of a run; harmless when none runs)."""
+    global _watchdog
+    if _watchdog is not None:
+        _watchdog.stop()
+        _watchdog = None
 
 
 def multi_process() -> bool:
