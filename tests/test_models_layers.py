@@ -188,6 +188,13 @@ def test_param_trees_and_train_step_agree_between_impls(name):
             s.params,
             s_xla.params,
         )
+        # The running statistics too: the CPU impls train the CNN's BatchNorm + ReLU + pool as
+        # one op (ferjax.models.ops.bn_relu_pool), xla as library ops.
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+            s.batch_stats,
+            s_xla.batch_stats,
+        )
         assert optax.tree_utils.tree_l2_norm(s.params) > 0
 
 

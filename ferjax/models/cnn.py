@@ -21,17 +21,26 @@ from ferjax.models import layers
 
 
 class ConvBNReLU(nn.Module):
+    """3x3 conv + BatchNorm + ReLU, followed by 2x2 max-pooling when `pool`. In training, with a
+    CPU layer implementation (ferjax.models.layers.fused_bn_relu_pool), BatchNorm + ReLU +
+    pooling run as one op with the same variables (ferjax.models.layers.PooledBatchNormReLU)."""
+
     features: int
     dtype: jnp.dtype = jnp.float32
     conv_impl: str = "xla"
+    pool: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
         x = layers.conv(self.conv_impl, self.features, 3, dtype=self.dtype, name="Conv_0")(x)
+        if self.pool and train and layers.fused_bn_relu_pool(self.conv_impl, x.shape):
+            bn = layers.PooledBatchNormReLU(momentum=0.9, epsilon=1e-5, name="BatchNorm_0")
+            return bn(x).astype(self.dtype)
         x = nn.BatchNorm(
             use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=jnp.float32
         )(x)
-        return nn.relu(x).astype(self.dtype)
+        x = nn.relu(x).astype(self.dtype)
+        return layers.max_pool(self.conv_impl, x) if self.pool else x
 
 
 # The input side the head is sized for: larger inputs are pooled to its last feature map's side.
@@ -73,10 +82,11 @@ class FerCNN(nn.Module):
         x = x.astype(self.dtype)
         for s, width in enumerate(self.stage_widths):
             for c in range(self.convs_per_stage):
-                x = ConvBNReLU(width, self.dtype, self.conv_impl, name=f"stage{s + 1}_conv{c + 1}")(
-                    x, train
-                )
-            x = layers.max_pool(self.conv_impl, x)
+                last = c == self.convs_per_stage - 1  # the stage's pooling follows it
+                name = f"stage{s + 1}_conv{c + 1}"
+                x = ConvBNReLU(width, self.dtype, self.conv_impl, pool=last, name=name)(x, train)
+            if not self.convs_per_stage:
+                x = layers.max_pool(self.conv_impl, x)
             x = nn.Dropout(self.conv_dropout, deterministic=not train)(x)
         side = max(1, REFERENCE_SIDE >> len(self.stage_widths))
         if self.head == "auto" and (x.shape[1] > side or x.shape[2] > side):

@@ -14,6 +14,9 @@ winograd: ferjax.models.winograd_conv.WinogradConv / ferjax.models.ops.max_pool_
       faster than `fast` per train step for wide models (bench/README.md). Its batch loop
       (lax.map over chunks of images) would gather a batch-sharded input, so auto keeps `fast`
       on several devices.
+All three CPU implementations (fast, gemm, winograd) also train the CNN's BatchNorm + ReLU + 2x2
+max-pool blocks as one op (ferjax.models.ops.bn_relu_pool, same variables as nn.BatchNorm):
+XLA's CPU backend otherwise makes several passes over the block's full-size activation.
 auto: on CPU when XLA's convolutions are tuned (ferjax.runtime.platform.xla_cpu_convs_tuned()):
       winograd for a model whose widest 3x3 layer has >= WINOGRAD_MIN_WIDTH channels, on one
       device; otherwise fast. Untuned: gemm. Any other backend: xla. Winograd's programs take
@@ -32,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from ferjax.models.conv_base import ConvBase
-from ferjax.models.ops import conv2d, max_pool_2x2
+from ferjax.models.ops import bn_relu_pool, conv2d, max_pool_2x2
 from ferjax.models.ops.im2col import stored
 from ferjax.models.winograd_conv import WinogradConv
 from ferjax.runtime import platform
@@ -144,3 +147,34 @@ def conv(
 def max_pool(impl: str, x: jax.Array) -> jax.Array:
     """2x2 / stride-2 max-pooling of x [B, H, W, C] -> [B, H//2, W//2, C]."""
     return CONV_IMPLS.get(resolve_conv_impl(impl)).max_pool(x)
+
+
+def fused_bn_relu_pool(impl: str, shape: tuple[int, ...]) -> bool:
+    """Whether training runs BatchNorm + ReLU + 2x2 max-pooling of an activation of `shape`
+    [B, H, W, C] as one op (ferjax.models.ops.bn_relu_pool): with every CPU implementation
+    (fast, gemm, winograd), for even H and W. With `xla` (GPU/TPU) the block stays library ops,
+    which XLA's GPU and TPU backends fuse well."""
+    return resolve_conv_impl(impl) != "xla" and shape[1] % 2 == 0 and shape[2] % 2 == 0
+
+
+class PooledBatchNormReLU(nn.Module):
+    """Training-mode flax.linen.BatchNorm (float32, biased batch variance) + ReLU + 2x2 max-pool
+    as one op (ferjax.models.ops.bn_relu_pool). Its variables are nn.BatchNorm's (params scale and
+    bias, batch_stats mean and var, same shapes, initialisers and running-average update), so a
+    model trains with it and evaluates with nn.BatchNorm, and checkpoints do not change."""
+
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        y, mean, var = bn_relu_pool(x.astype(jnp.float32), scale, bias, self.epsilon)
+        if not self.is_initializing():
+            ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+            ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        return y
