@@ -19,9 +19,11 @@ max-pool blocks as one op (ferjax.models.ops.bn_relu_pool, same variables as nn.
 XLA's CPU backend otherwise makes several passes over the block's full-size activation.
 auto: on CPU when XLA's convolutions are tuned (ferjax.runtime.platform.xla_cpu_convs_tuned()):
       winograd for a model whose widest 3x3 layer has >= WINOGRAD_MIN_WIDTH channels, on one
-      device; otherwise fast. Untuned: gemm. Any other backend: xla. Winograd's programs take
-      markedly longer to compile (bench/README.md), which a narrow model's steps do not win
-      back: the demo CNN (32/64/128) runs its steps no faster with it.
+      device, where the CPU's measured matmul throughput per core says it pays
+      (ferjax.runtime.cpu.winograd_pays: slow GEMMs, e.g. half-width AVX-512 units; measured
+      once per machine and remembered); otherwise fast. Untuned: gemm. Any other backend: xla.
+      Winograd's programs take markedly longer to compile (bench/README.md), which a narrow
+      model's steps do not win back: the demo CNN runs its steps no faster with it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from ferjax.models.conv_base import ConvBase
 from ferjax.models.ops import bn_relu_pool, conv2d, max_pool_2x2
 from ferjax.models.ops.im2col import stored
 from ferjax.models.winograd_conv import WinogradConv
-from ferjax.runtime import platform
+from ferjax.runtime import cpu, platform
 from ferjax.runtime.registry import Registry
 
 # model.conv_impl -> ConvImpl; "auto" picks one per platform (resolve_conv_impl).
@@ -64,7 +66,7 @@ def resolve_conv_impl(
         return "gemm"
     one_device = (devices or jax.device_count()) == 1
     wide = widest is None or widest >= WINOGRAD_MIN_WIDTH
-    return "winograd" if one_device and wide else "fast"
+    return "winograd" if one_device and wide and cpu.winograd_pays() else "fast"
 
 
 class GemmConv(ConvBase):

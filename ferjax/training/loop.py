@@ -9,6 +9,7 @@ function of (seed, epoch, step), so a run killed at any moment resumes bitwise.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import time
@@ -29,7 +30,7 @@ from ferjax.evaluation.predict import (
     report_scalars,
     report_with_loss,
 )
-from ferjax.runtime import devices
+from ferjax.runtime import cpu, devices
 from ferjax.runtime.clock import Clock
 from ferjax.runtime.distributed import where
 from ferjax.runtime.errors import Preempted, TrainingDiverged
@@ -112,6 +113,7 @@ class Trainer:
         self.val_images = devices.replicate(self.val.images, self.mesh)
         self.eval_programs: dict = {}  # compiled evaluation programs (evaluation.predict)
         self.say(self.input.description)
+        self._say_conv_impl(config)
         self.ckpts = Checkpoints(self.workdir)
         self.meta = {"best_value": None, "best_step": None}
         self.config_dict = json.loads(config.to_json_best_effort())
@@ -119,6 +121,14 @@ class Trainer:
         self._write_run_files()
         fresh = self.is_main and int(self.state.step) == 0
         self.log = MetricLog(self.workdir, self._run_start_summaries if fresh else None)
+        # The grid of augmented inputs for TensorBoard needs a program of its own: compiled and
+        # run on a helper thread while the train step compiles, read when the log opens.
+        self._grid = None
+        if fresh:
+            self._grid = concurrent.futures.ThreadPoolExecutor(1, "ferjax-grid")
+            self._grid_result = self._grid.submit(
+                summaries.augmented_samples, self.train.images, config
+            )
         self.flops_per_step = None
 
     # ------------------------------------------------------------------ set-up
@@ -152,9 +162,24 @@ class Trainer:
         if self.config.loss.name in LOSS_NEEDS_PRIOR or adjust_tau_setting(self.config):
             self.say(prior_line(self.sampler, self.prior, self.config))
 
+    def _say_conv_impl(self, config) -> None:
+        """Which layer implementation `model.conv_impl=auto` chose, and on what measurement."""
+        impl = getattr(self.program.model, "conv_impl", None)
+        if config.model.conv_impl != "auto" or impl is None:
+            return
+        line = f"layers: conv_impl=auto chose {impl}"
+        if cpu.measured():
+            line += (
+                f" (this CPU's float32 matmul: {cpu.matmul_gflops_per_core():.0f} GFLOP/s per "
+                f"core; Winograd below {cpu.WINOGRAD_BELOW_GFLOPS_PER_CORE:.0f})"
+            )
+        self.say(line)
+
     def _run_start_summaries(self, writer) -> None:
         summaries.write_hparams(writer, self.config)
-        summaries.write_augmented_inputs(writer, 0, self.train.images, self.config)
+        ready = self._grid is not None and not self._grid_result.cancelled()
+        samples = self._grid_result.result() if ready else None
+        summaries.write_augmented_inputs(writer, 0, self.train.images, self.config, samples)
 
     # ------------------------------------------------------------------ helpers
 
@@ -200,6 +225,8 @@ class Trainer:
         self.say(f"model FLOPs per step (XLA cost analysis): {self.flops_per_step or 0:.3g}")
 
     def close(self) -> None:
+        if self._grid is not None:
+            self._grid.shutdown(wait=True, cancel_futures=True)
         self.progress.close()
         self.ckpts.wait()
         self.ckpts.close()

@@ -63,9 +63,12 @@ def augmented_samples(
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def write_augmented_inputs(writer, step: int, images: np.ndarray, config) -> None:
-    """An 8-wide grid of augmented training inputs (written once, at the start of a run)."""
-    grid = image_grid(augmented_samples(images, config))
+def write_augmented_inputs(
+    writer, step: int, images: np.ndarray, config, samples: np.ndarray | None = None
+) -> None:
+    """An 8-wide grid of augmented training inputs (written once, at the start of a run);
+    `samples`: augmented_samples(images, config) when already computed."""
+    grid = image_grid(augmented_samples(images, config) if samples is None else samples)
     writer.write_images(step, {"inputs/augmented": grid[None]})
 
 
