@@ -113,13 +113,9 @@ def test_gemm_conv_module_is_a_drop_in_for_nn_conv():
 
 
 def test_resolve_conv_impl(monkeypatch):
-    from ferjax.runtime import cpu, platform
+    from ferjax.runtime import platform
 
     monkeypatch.setattr(platform, "xla_cpu_convs_tuned", lambda: True)
-    monkeypatch.setattr(cpu, "winograd_pays", lambda: False)  # fast GEMMs: direct convolutions
-    assert resolve_conv_impl("auto", "cpu", devices=1) == "fast"
-    assert resolve_conv_impl("auto", "cpu", devices=1, widest=512) == "fast"
-    monkeypatch.setattr(cpu, "winograd_pays", lambda: True)
     assert resolve_conv_impl("auto", "cpu", devices=1) == "winograd"
     assert resolve_conv_impl("auto", "cpu", devices=8) == "fast"
     assert resolve_conv_impl("auto", "cpu", devices=1, widest=512) == "winograd"

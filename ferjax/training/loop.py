@@ -30,7 +30,7 @@ from ferjax.evaluation.predict import (
     report_scalars,
     report_with_loss,
 )
-from ferjax.runtime import cpu, devices
+from ferjax.runtime import devices
 from ferjax.runtime.clock import Clock
 from ferjax.runtime.distributed import where
 from ferjax.runtime.errors import Preempted, TrainingDiverged
@@ -163,17 +163,10 @@ class Trainer:
             self.say(prior_line(self.sampler, self.prior, self.config))
 
     def _say_conv_impl(self, config) -> None:
-        """Which layer implementation `model.conv_impl=auto` chose, and on what measurement."""
+        """Which layer implementation `model.conv_impl=auto` chose."""
         impl = getattr(self.program.model, "conv_impl", None)
-        if config.model.conv_impl != "auto" or impl is None:
-            return
-        line = f"layers: conv_impl=auto chose {impl}"
-        if cpu.measured():
-            line += (
-                f" (this CPU's float32 matmul: {cpu.matmul_gflops_per_core():.0f} GFLOP/s per "
-                f"core; Winograd below {cpu.WINOGRAD_BELOW_GFLOPS_PER_CORE:.0f})"
-            )
-        self.say(line)
+        if config.model.conv_impl == "auto" and impl is not None:
+            self.say(f"layers: conv_impl=auto chose {impl}")
 
     def _run_start_summaries(self, writer) -> None:
         summaries.write_hparams(writer, self.config)
