@@ -83,34 +83,6 @@ def test_values_gradients_and_running_stats_equal_flax(shape, ties):
     assert repeated.any() == ties
 
 
-def test_evaluation_mode_equals_flax_with_running_statistics():
-    x, scale, bias, _ = _inputs((8, 12, 10, 6), seed=3)
-    rng = np.random.default_rng(4)
-    stats = {
-        "bn": {
-            "mean": jnp.asarray(rng.standard_normal(6), jnp.float32),
-            "var": jnp.asarray(rng.uniform(0.2, 3.0, 6), jnp.float32),
-        }
-    }
-    variables = {"params": {"bn": {"scale": scale, "bias": bias}}, "batch_stats": stats}
-
-    class ComposedEval(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            y = nn.BatchNorm(use_running_average=True, epsilon=1e-5, name="bn")(x)
-            return max_pool_2x2(nn.relu(y))
-
-    class FusedEval(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            return layers.PooledBatchNormReLU(True, 0.9, 1e-5, name="bn")(x)
-
-    y_ref = ComposedEval().apply(variables, x)
-    y = FusedEval().apply(variables, x)
-    assert float((y_ref > 0).mean()) > 0.5 and float((y_ref == 0).mean()) > 0.05  # both sides
-    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
-
-
 def test_odd_sizes_are_refused_and_left_to_the_library_ops():
     x = jnp.zeros((2, 7, 8, 3))
     with pytest.raises(ValueError, match=r"even height and width, got \(2, 7, 8, 3\)"):

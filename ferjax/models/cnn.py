@@ -21,9 +21,9 @@ from ferjax.models import layers
 
 
 class ConvBNReLU(nn.Module):
-    """3x3 conv + BatchNorm + ReLU, followed by 2x2 max-pooling when `pool`. With a CPU layer
-    implementation (ferjax.models.layers.fused_bn_relu_pool), BatchNorm + ReLU + pooling run as
-    one op with the same variables (ferjax.models.layers.PooledBatchNormReLU)."""
+    """3x3 conv + BatchNorm + ReLU, followed by 2x2 max-pooling when `pool`. In training, with a
+    CPU layer implementation (ferjax.models.layers.fused_bn_relu_pool), BatchNorm + ReLU +
+    pooling run as one op with the same variables (ferjax.models.layers.PooledBatchNormReLU)."""
 
     features: int
     dtype: jnp.dtype = jnp.float32
@@ -33,8 +33,8 @@ class ConvBNReLU(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         x = layers.conv(self.conv_impl, self.features, 3, dtype=self.dtype, name="Conv_0")(x)
-        if self.pool and layers.fused_bn_relu_pool(self.conv_impl, x.shape):
-            bn = layers.PooledBatchNormReLU(not train, 0.9, 1e-5, name="BatchNorm_0")
+        if self.pool and train and layers.fused_bn_relu_pool(self.conv_impl, x.shape):
+            bn = layers.PooledBatchNormReLU(momentum=0.9, epsilon=1e-5, name="BatchNorm_0")
             return bn(x).astype(self.dtype)
         x = nn.BatchNorm(
             use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=jnp.float32

@@ -14,7 +14,7 @@ winograd: ferjax.models.winograd_conv.WinogradConv / ferjax.models.ops.max_pool_
       faster than `fast` per train step for wide models (bench/README.md). Its batch loop
       (lax.map over chunks of images) would gather a batch-sharded input, so auto keeps `fast`
       on several devices.
-All three CPU implementations (fast, gemm, winograd) also run the CNN's BatchNorm + ReLU + 2x2
+All three CPU implementations (fast, gemm, winograd) also train the CNN's BatchNorm + ReLU + 2x2
 max-pool blocks as one op (ferjax.models.ops.bn_relu_pool, same variables as nn.BatchNorm):
 XLA's CPU backend otherwise makes several passes over the block's full-size activation.
 auto: on CPU when XLA's convolutions are tuned (ferjax.runtime.platform.xla_cpu_convs_tuned()):
@@ -35,11 +35,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from ferjax.models.conv_base import ConvBase
 from ferjax.models.ops import bn_relu_pool, conv2d, max_pool_2x2
-from ferjax.models.ops.bn_relu_pool import relu_pool_affine
 from ferjax.models.ops.im2col import stored
 from ferjax.models.winograd_conv import WinogradConv
 from ferjax.runtime import platform
@@ -154,7 +152,7 @@ def max_pool(impl: str, x: jax.Array) -> jax.Array:
 
 
 def fused_bn_relu_pool(impl: str, shape: tuple[int, ...]) -> bool:
-    """Whether the CNN runs BatchNorm + ReLU + 2x2 max-pooling of an activation of `shape`
+    """Whether the CNN trains BatchNorm + ReLU + 2x2 max-pooling of an activation of `shape`
     [B, H, W, C] as one op (ferjax.models.ops.bn_relu_pool): with every CPU implementation
     (fast, gemm, winograd), for even H and W. With `xla` (GPU/TPU) the block stays library ops,
     which XLA's GPU and TPU backends fuse well."""
@@ -162,13 +160,13 @@ def fused_bn_relu_pool(impl: str, shape: tuple[int, ...]) -> bool:
 
 
 class PooledBatchNormReLU(nn.Module):
-    """flax.linen.BatchNorm (float32; in training the biased batch variance) + ReLU + 2x2
-    max-pool as one op (ferjax.models.ops.bn_relu_pool). Its variables are nn.BatchNorm's (params
-    scale and bias, batch_stats mean and var, same shapes, initialisers and running-average
-    update), so checkpoints and exports do not change. With running averages (evaluation) it is
-    relu(a * m + b) on the pooled quarter, m the window's max or min of x (the op's forward)."""
+    """Training-mode flax.linen.BatchNorm (float32, biased batch variance) + ReLU + 2x2 max-pool
+    as one op (ferjax.models.ops.bn_relu_pool). Its variables are nn.BatchNorm's (params scale and
+    bias, batch_stats mean and var, same shapes, initialisers and running-average update), so a
+    model trains with it and evaluates with nn.BatchNorm, and checkpoints do not change.
+    (Evaluation stays nn.BatchNorm + ReLU + pool: normalising on the pooled quarter made the
+    demo CNN's forward 6% slower at batch 512, not faster; XLA fuses that forward well.)"""
 
-    use_running_average: bool = False
     momentum: float = 0.99
     epsilon: float = 1e-5
 
@@ -179,12 +177,7 @@ class PooledBatchNormReLU(nn.Module):
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-        x = x.astype(jnp.float32)
-        if self.use_running_average:
-            return relu_pool_affine(
-                x, scale * lax.rsqrt(ra_var.value + self.epsilon), bias, ra_mean.value
-            )
-        y, mean, var = bn_relu_pool(x, scale, bias, self.epsilon)
+        y, mean, var = bn_relu_pool(x.astype(jnp.float32), scale, bias, self.epsilon)
         if not self.is_initializing():
             ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
             ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var

@@ -58,17 +58,13 @@ def _bn_relu_pool(x, scale, bias, eps):
     return _forward(x, scale, bias, eps)[0]
 
 
-def _pooled(x, a, b):
-    """(m, z): m the window's max of x where a >= 0, its min where a < 0; z = a * m + b."""
-    s = jnp.where(a >= 0, 1.0, -1.0).astype(x.dtype)
-    m = s * jnp.max(_windows(x) * s, axis=(2, 4))
-    return m, m * a + b
-
-
 def _forward(x, scale, bias, eps):
     mean, var, rstd = _stats(x, eps)
     a = scale * rstd
-    m, z = _pooled(x, a, bias - mean * a)
+    b = bias - mean * a
+    s = jnp.where(a >= 0, 1.0, -1.0).astype(x.dtype)
+    m = s * jnp.max(_windows(x) * s, axis=(2, 4))  # the window's max (a >= 0) or min (a < 0)
+    z = m * a + b
     return (jnp.maximum(z, 0.0), mean, var), (x, m, z, scale, mean, rstd)
 
 
@@ -106,10 +102,3 @@ def bn_relu_pool(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1
     if x.shape[1] % 2 or x.shape[2] % 2:
         raise ValueError(f"bn_relu_pool needs an even height and width, got {x.shape}")
     return _bn_relu_pool(x, scale, bias, eps)
-
-
-def relu_pool_affine(x: jax.Array, a: jax.Array, bias: jax.Array, mean: jax.Array) -> jax.Array:
-    """max_pool_2x2(relu((x - mean) * a + bias)) for x [B, H, W, C] (H, W even), per-channel
-    a, bias, mean: BatchNorm with fixed statistics (evaluation) + ReLU + pool, normalised on the
-    pooled quarter. Differentiable by JAX as it stands (no custom gradient)."""
-    return jnp.maximum(_pooled(x, a, bias - mean * a)[1], 0.0)
