@@ -9,7 +9,6 @@ function of (seed, epoch, step), so a run killed at any moment resumes bitwise.
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import time
@@ -113,7 +112,8 @@ class Trainer:
         self.val_images = devices.replicate(self.val.images, self.mesh)
         self.eval_programs: dict = {}  # compiled evaluation programs (evaluation.predict)
         self.say(self.input.description)
-        self._say_conv_impl(config)
+        if config.model.conv_impl == "auto" and hasattr(self.program.model, "conv_impl"):
+            self.say(f"layers: conv_impl=auto chose {self.program.model.conv_impl}")
         self.ckpts = Checkpoints(self.workdir)
         self.meta = {"best_value": None, "best_step": None}
         self.config_dict = json.loads(config.to_json_best_effort())
@@ -121,14 +121,7 @@ class Trainer:
         self._write_run_files()
         fresh = self.is_main and int(self.state.step) == 0
         self.log = MetricLog(self.workdir, self._run_start_summaries if fresh else None)
-        # The grid of augmented inputs for TensorBoard needs a program of its own: compiled and
-        # run on a helper thread while the train step compiles, read when the log opens.
-        self._grid = None
-        if fresh:
-            self._grid = concurrent.futures.ThreadPoolExecutor(1, "ferjax-grid")
-            self._grid_result = self._grid.submit(
-                summaries.augmented_samples, self.train.images, config
-            )
+        self._grid = summaries.AugmentedGrid(self.train.images, config) if fresh else None
         self.flops_per_step = None
 
     # ------------------------------------------------------------------ set-up
@@ -162,16 +155,9 @@ class Trainer:
         if self.config.loss.name in LOSS_NEEDS_PRIOR or adjust_tau_setting(self.config):
             self.say(prior_line(self.sampler, self.prior, self.config))
 
-    def _say_conv_impl(self, config) -> None:
-        """Which layer implementation `model.conv_impl=auto` chose."""
-        impl = getattr(self.program.model, "conv_impl", None)
-        if config.model.conv_impl == "auto" and impl is not None:
-            self.say(f"layers: conv_impl=auto chose {impl}")
-
     def _run_start_summaries(self, writer) -> None:
         summaries.write_hparams(writer, self.config)
-        ready = self._grid is not None and not self._grid_result.cancelled()
-        samples = self._grid_result.result() if ready else None
+        samples = self._grid.samples() if self._grid is not None else None
         summaries.write_augmented_inputs(writer, 0, self.train.images, self.config, samples)
 
     # ------------------------------------------------------------------ helpers
@@ -219,7 +205,7 @@ class Trainer:
 
     def close(self) -> None:
         if self._grid is not None:
-            self._grid.shutdown(wait=True, cancel_futures=True)
+            self._grid.close()
         self.progress.close()
         self.ckpts.wait()
         self.ckpts.close()
