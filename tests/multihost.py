@@ -21,7 +21,11 @@ ARGS = [
 ]
 
 
-def command(workdir: str, entry: tuple[str, ...] = ("-m", "ferjax.main")) -> list[str]:
+# What python runs by default: the trainer.
+TRAINER = ("-m", "ferjax.main")
+
+
+def command(workdir: str, entry: tuple[str, ...] = TRAINER) -> list[str]:
     return [sys.executable, *entry, f"--config={TINY}", f"--workdir={workdir}"]
 
 
@@ -32,7 +36,7 @@ def launch(
     *extra: str,
     wait=True,
     timeout=900,
-    entry: tuple[str, ...] = ("-m", "ferjax.main"),
+    entry: tuple[str, ...] = TRAINER,
 ):
     """`processes` x `devices`: one process (forced CPU devices) or launch/local.sh. `entry`:
     what python runs (the trainer's module by default)."""

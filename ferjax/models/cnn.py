@@ -19,6 +19,9 @@ import jax.numpy as jnp
 
 from ferjax.models import layers
 
+# BatchNorm's running-average momentum and epsilon, the same in both of ConvBNReLU's paths.
+BN_MOMENTUM, BN_EPSILON = 0.9, 1e-5
+
 
 class ConvBNReLU(nn.Module):
     """3x3 conv + BatchNorm + ReLU, followed by 2x2 max-pooling when `pool`. In training, with a
@@ -34,10 +37,13 @@ class ConvBNReLU(nn.Module):
     def __call__(self, x, train: bool):
         x = layers.conv(self.conv_impl, self.features, 3, dtype=self.dtype, name="Conv_0")(x)
         if self.pool and train and layers.fused_bn_relu_pool(self.conv_impl, x.shape):
-            bn = layers.PooledBatchNormReLU(momentum=0.9, epsilon=1e-5, name="BatchNorm_0")
+            bn = layers.PooledBatchNormReLU(BN_MOMENTUM, BN_EPSILON, name="BatchNorm_0")
             return bn(x).astype(self.dtype)
         x = nn.BatchNorm(
-            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=jnp.float32
+            use_running_average=not train,
+            momentum=BN_MOMENTUM,
+            epsilon=BN_EPSILON,
+            dtype=jnp.float32,
         )(x)
         x = nn.relu(x).astype(self.dtype)
         return layers.max_pool(self.conv_impl, x) if self.pool else x

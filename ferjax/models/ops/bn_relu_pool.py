@@ -32,11 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from ferjax.models.ops.im2col import stored
-
-
-def _windows(x: jax.Array) -> jax.Array:
-    b, h, w, c = x.shape
-    return x.reshape(b, h // 2, 2, w // 2, 2, c)
+from ferjax.models.ops.pool import windows_2x2
 
 
 def _stats(x: jax.Array, eps: float):
@@ -49,7 +45,7 @@ def _stats(x: jax.Array, eps: float):
 
 
 def _spread(t: jax.Array) -> jax.Array:
-    """[B, h, w, C] -> [B, h, 1, w, 1, C], to broadcast against _windows(x)."""
+    """[B, h, w, C] -> [B, h, 1, w, 1, C], to broadcast against windows_2x2(x)."""
     return t[:, :, None, :, None, :]
 
 
@@ -63,7 +59,7 @@ def _forward(x, scale, bias, eps):
     a = scale * rstd
     b = bias - mean * a
     s = jnp.where(a >= 0, 1.0, -1.0).astype(x.dtype)
-    m = s * jnp.max(_windows(x) * s, axis=(2, 4))  # the window's max (a >= 0) or min (a < 0)
+    m = s * jnp.max(windows_2x2(x) * s, axis=(2, 4))  # the window's max (a >= 0) or min (a < 0)
     z = m * a + b
     return (jnp.maximum(z, 0.0), mean, var), (x, m, z, scale, mean, rstd)
 
@@ -80,7 +76,7 @@ def _bwd(eps, res, cotangents):
     c0 = -a * dbias / n - c1 * mean
     # dx = a * u + c1 * x + c0 in one elementwise pass over x, u being g at the window's first
     # element equal to m (row-major rank 0..3: no earlier element of the window equals m).
-    xw = _windows(x)
+    xw = windows_2x2(x)
     m6 = _spread(m)
     rank = jnp.arange(4).reshape(1, 1, 2, 1, 2, 1)
     earlier = (rank >= 1) & (xw[:, :, :1, :, :1] == m6)

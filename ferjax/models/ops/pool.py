@@ -12,15 +12,15 @@ import jax
 import jax.numpy as jnp
 
 
-def _windows(x):
-    """x [B, H, W, C] (H, W even) -> [B, H/2, 2, W/2, 2, C]."""
+def windows_2x2(x):
+    """x [B, H, W, C] (H, W even) -> [B, H/2, 2, W/2, 2, C]: each 2x2 window on axes 2 and 4."""
     b, h, w, c = x.shape
     return x.reshape(b, h // 2, 2, w // 2, 2, c)
 
 
 @jax.custom_vjp
 def _max_pool_even(x):
-    return _windows(x).max(axis=(2, 4))
+    return windows_2x2(x).max(axis=(2, 4))
 
 
 def _max_pool_even_fwd(x):
@@ -28,7 +28,7 @@ def _max_pool_even_fwd(x):
 
 
 def _max_pool_even_bwd(x, dy):
-    xw = _windows(x)
+    xw = windows_2x2(x)
     is_max = xw == xw.max(axis=(2, 4), keepdims=True)
     # Window positions scored 8, 4, 2, 1 in row-major order: the top score is the first maximum.
     order = jnp.array([[8, 4], [2, 1]], jnp.int8).reshape(1, 1, 2, 1, 2, 1)
