@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from ferjax.data.dataset import FER2013_CLASSES
-from ferjax.data.sources.fer2013 import load_fer2013, write_fer2013_csv
+from ferjax.data.sources.fer2013 import (
+    file_digest,
+    load_fer2013,
+    parse_regular,
+    read_fer2013_rows,
+    read_rows_csv,
+    write_fer2013_csv,
+)
+from ferjax.data.sources.rows import RowErrors
 from ferjax.data.sources.synthetic import make_synthetic
 from ferjax.runtime.errors import DataFormatError, DataNotFoundError
 
@@ -63,8 +71,8 @@ def test_cache_finds_the_digest_without_reading_and_sees_an_edit(tmp_path, monke
     path.write_text("emotion,pixels,Usage\n" + row(3) + "\n")
     cache = str(tmp_path / "cache")
     reads = []
-    real = fer2013.file_digest
-    monkeypatch.setattr(fer2013, "file_digest", lambda p: reads.append(p) or real(p))
+    real = fer2013.bytes_digest
+    monkeypatch.setattr(fer2013, "bytes_digest", lambda b: reads.append(str(path)) or real(b))
     assert load_fer2013(str(path), cache_dir=cache).splits["train"].labels.tolist() == [3]
     assert load_fer2013(str(path), cache_dir=cache).splits["train"].labels.tolist() == [3]
     assert reads == [str(path)]  # hashed once, found by its stamps the second time
@@ -96,3 +104,77 @@ def test_bad_row_raise_and_skip(tmp_path, small):
     data = load_fer2013(str(path), on_error="skip", cache_dir="")
     assert data.skipped == {"wrong pixel count": 1}
     assert len(data.splits["train"]) == 19
+
+
+def _variants(small, tmp_path):
+    """The same faces written in every layout a FER2013 file is met in."""
+    path = tmp_path / "base.csv"
+    write_fer2013_csv(str(path), small)
+    text = path.read_text()
+    lines = text.splitlines()
+
+    def reorder(line, order):  # fields in the order of `order` (a permutation of 0, 1, 2)
+        fields = line.split(",")
+        return ",".join(fields[k] for k in order)
+
+    usage_first = "\n".join(reorder(line, (2, 0, 1)) for line in lines) + "\n"
+    spaced = "\n".join(
+        [lines[0]]
+        + [line.replace(",", " , ", 1) if k % 2 else line for k, line in enumerate(lines[1:])]
+    )
+    return {
+        "kaggle": (text, True),
+        "no final newline": (text.rstrip("\n"), True),
+        "blank lines after the last row": (text + "\n\n", True),
+        "crlf": (text.replace("\n", "\r\n"), True),
+        "crlf, pixels last": (usage_first.replace("\n", "\r\n"), True),
+        "bom": ("\ufeff" + text, True),
+        "columns reordered": (usage_first, True),
+        "blanks around label and usage": (spaced + "\n", True),
+        "quoted pixels": (text.replace(",", ',"', 1).replace(",Training", '",Training', 1), False),
+        "a blank line between rows": (text.replace("\n", "\n\n", 2), False),
+        "bare carriage returns": (text.replace("\n", "\r"), False),
+        "extra column": ("\n".join(line + ",x" for line in lines) + "\n", False),
+        "label with a leading zero": (text.replace("\n0,", "\n00,", 1), False),
+        "a pixel of 256": (text.replace(" ", " 256 ", 1), False),
+        "double blanks": (text.replace(" ", "  ", 3), True),  # fromstring's rule in both
+    }
+
+
+def test_regular_files_are_read_in_one_pass_and_equal_the_csv_path(tmp_path, small):
+    """parse_regular accepts exactly the regular layouts (premise: the Kaggle layout and its
+    usual variants take the fast path) and gives what the csv module's path gives; anything
+    else is left to the csv path (None), which reads or names it."""
+    for name, (text, regular) in _variants(small, tmp_path).items():
+        path = tmp_path / "v.csv"
+        path.write_bytes(text.encode("utf-8"))
+        fast = parse_regular(path.read_bytes())
+        assert (fast is not None) == regular, name
+        try:
+            slow = read_rows_csv(str(path), RowErrors(str(path), "skip"))
+        except DataFormatError:
+            assert not regular, name
+            continue
+        got = read_fer2013_rows(str(path), "skip")
+        for a, b in zip(got[:4], slow[:4], strict=True):  # images, labels, usage, rows
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+        assert got[4].counts == slow[4].counts, name
+        if regular:
+            for a, b in zip(fast, slow[:4], strict=True):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+            assert not slow[4].counts, name
+
+
+def test_a_new_file_is_hashed_beside_the_parse_to_the_same_digest(tmp_path, small):
+    """The digest taken from the bytes already read (on a helper thread) is file_digest's: the
+    cache entry of a parsed file is found by the next run."""
+    import json
+
+    path = tmp_path / "fer2013.csv"
+    write_fer2013_csv(str(path), small)
+    cache = tmp_path / "cache"
+    load_fer2013(str(path), cache_dir=str(cache))
+    index = json.loads((cache / "digests.json").read_text())
+    assert index[str(path)]["digest"] == file_digest(str(path))
+    (entry,) = cache.glob("*.npz")
+    assert file_digest(str(path)) in entry.name

@@ -6,17 +6,24 @@ order angry, disgust, fear, happy, sad, surprise, neutral), 2,304 space-separate
 `PrivateTest`). The real file has 35,887 rows and is 290 MB.
 
 Pixels are parsed by NumPy's C text parser (no per-value Python), and every row is validated.
-Bad rows either stop the run (`on_error="raise"`, one line naming the file, the row and what was
-wrong) or are dropped and counted by reason (`"skip"`). Parsed arrays are cached as `.npz`,
-keyed by the file's content hash.
+A file whose rows are all regular (the Kaggle release and anything written like it: three
+columns, no quotes, single labels) is read from its bytes in one pass (`parse_regular`, ~3x the
+speed of the csv module's path, which also decodes and copies every row twice); any other file,
+and every file with a bad row, goes through the csv module. Both give the same arrays. Bad rows
+either stop the run (`on_error="raise"`, one line naming the file, the row and what was wrong) or
+are dropped and counted by reason (`"skip"`). Parsed arrays are cached as `.npz`, keyed by the
+file's content hash.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
+import mmap
 import os
+import threading
 import warnings
 from collections import Counter
 
@@ -86,36 +93,138 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def known_digest(path: str, cache_dir: str) -> str:
-    """file_digest(path), remembered in cache_dir/digests.json by the file's identity and
-    change stamps (device, inode, size, modification and status-change times in ns): a later
-    run finds the parse cache without reading the whole file again (~300 MB for the real
-    FER2013, seconds when the page cache no longer holds it). Any change to the file changes
-    its status-change time, so it is hashed afresh."""
+def bytes_digest(data) -> str:
+    """file_digest of a file whose bytes are `data` (hashlib releases the GIL while it hashes,
+    so this runs beside the parse on another thread)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def file_stamp(path: str) -> list[int]:
+    """What identifies a file's version without reading it: device, inode, size, modification
+    and status-change times (ns)."""
     st = os.stat(path)
-    stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _digest_index(cache_dir: str) -> tuple[str, dict]:
     index_file = os.path.join(cache_dir, "digests.json")
     try:
         with open(index_file) as f:
-            index = json.load(f)
+            return index_file, json.load(f)
     except (OSError, ValueError):
-        index = {}
-    entry = index.get(os.path.abspath(path))
-    if isinstance(entry, dict) and entry.get("stamp") == stamp and entry.get("digest"):
+        return index_file, {}
+
+
+def remembered_digest(path: str, cache_dir: str) -> str | None:
+    """The digest known_digest recorded for this version of `path`, or None."""
+    entry = _digest_index(cache_dir)[1].get(os.path.abspath(path))
+    if isinstance(entry, dict) and entry.get("stamp") == file_stamp(path) and entry.get("digest"):
         return entry["digest"]
-    digest = file_digest(path)
+    return None
+
+
+def remember_digest(path: str, cache_dir: str, digest: str, stamp: list[int]) -> None:
+    index_file, index = _digest_index(cache_dir)
     index[os.path.abspath(path)] = {"stamp": stamp, "digest": digest}
     os.makedirs(cache_dir, exist_ok=True)
     tmp = f"{index_file}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump(index, f)
     os.replace(tmp, index_file)
+
+
+def known_digest(path: str, cache_dir: str) -> str:
+    """file_digest(path), remembered in cache_dir/digests.json by the file's identity and
+    change stamps (file_stamp): a later run finds the parse cache without reading the whole file
+    again (~300 MB for the real FER2013, seconds when the page cache no longer holds it). Any
+    change to the file changes its status-change time, so it is hashed afresh."""
+    digest = remembered_digest(path, cache_dir)
+    if digest is None:
+        stamp = file_stamp(path)
+        digest = file_digest(path)
+        remember_digest(path, cache_dir, digest, stamp)
     return digest
 
 
-def read_fer2013_rows(path: str, on_error: str = "raise"):
-    """Reads and validates fer2013.csv. Bad rows are all collected, then reported at once
-    (RowErrors.finish: raised under on_error="raise", printed and dropped under "skip").
+_BOM = b"\xef\xbb\xbf"
+_EMOTIONS = {str(k).encode(): k for k in range(len(FER2013_CLASSES))}
+_USAGES = {k.encode(): v for k, v in USAGE_TO_SPLIT.items()}
+_BLOCK_ROWS = 512  # rows parsed between range checks (a 9 MB int64 block, reused)
+
+
+def parse_regular(data):
+    """The fast path of read_fer2013_rows, for a file (its bytes, or the file mapped: mmap)
+    whose every row is regular: a header of exactly the three columns (any order), no quote
+    characters, rows ending in LF or CR LF (blank lines only after the last), each a label
+    0..6, 2,304 pixel values in 0..255 and a known Usage. Returns (images, labels, usage, rows)
+    as read_fer2013_rows, or None at the first irregularity (the caller then reads the file
+    with the csv module, which accepts or names every irregular row). Rows are sliced from
+    `data` one at a time: no copy of the whole file is made."""
+    start = len(_BOM) if data[: len(_BOM)] == _BOM else 0
+    end = len(data)
+    while end > start and data[end - 1] in b"\r\n":  # blank lines after the last row
+        end -= 1
+    if data.find(b'"', start, end) >= 0:
+        return None  # quoted fields: the csv module's rules
+    crlf = data.find(b"\r", start, end) >= 0
+    eol = data.find(b"\n", start, end)
+    if eol < 0:
+        return None
+    try:
+        header = [h.strip() for h in data[start:eol].decode("utf-8").split(",")]  # CR: stripped
+    except UnicodeDecodeError:
+        return None
+    if len(header) != len(REQUIRED_COLUMNS) or set(header) != set(REQUIRED_COLUMNS):
+        return None
+    ie, ip, iu = (header.index(c) for c in REQUIRED_COLUMNS)
+    blocks: list[np.ndarray] = []
+    labels: list[int] = []
+    usage: list[str] = []
+    block = np.empty((_BLOCK_ROWS, NUM_PIXELS), np.int64)
+    pos, k = eol + 1, 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fromstring's deprecation; every row is checked
+        while pos <= end:
+            eol = data.find(b"\n", pos, end)
+            line = data[pos : end if eol < 0 else eol]
+            pos = end + 1 if eol < 0 else eol + 1
+            if crlf:
+                line = line[:-1] if line[-1:] == b"\r" else line
+                if b"\r" in line:
+                    return None  # a carriage return that ends no line
+            fields = line.split(b",")
+            if len(fields) != 3:
+                return None
+            label = _EMOTIONS.get(fields[ie].strip())
+            split = _USAGES.get(fields[iu].strip())
+            pixels = fields[ip]
+            if label is None or split is None or pixels.translate(None, _PIXEL_CHARS):
+                return None
+            values = np.fromstring(pixels, dtype=np.int64, sep=" ")
+            if values.size != NUM_PIXELS:
+                return None
+            block[k] = values
+            labels.append(label)
+            usage.append(split)
+            k += 1
+            if k == _BLOCK_ROWS or pos > end:
+                if block[:k].max() > 255:  # digits and blanks only: never below 0
+                    return None
+                blocks.append(block[:k].astype(np.uint8))
+                k = 0
+    images = np.concatenate(blocks)
+    return (
+        images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE),
+        np.asarray(labels, np.int32),
+        usage,
+        np.arange(1, len(labels) + 1, dtype=np.int64),
+    )
+
+
+def read_fer2013_rows(path: str, on_error: str = "raise", data=None):
+    """Reads and validates fer2013.csv (`data`: its bytes or mapping, when already open). Bad
+    rows are all collected, then reported at once (RowErrors.finish: raised under
+    on_error="raise", printed and dropped under "skip").
 
     Returns (images uint8[N,48,48], labels int32[N], usage list[str] (split names),
     rows int64[N] 1-based data rows, errors RowErrors).
@@ -123,6 +232,19 @@ def read_fer2013_rows(path: str, on_error: str = "raise"):
     if not os.path.isfile(path):
         raise DataNotFoundError(f"{path}: file not found. {WHERE_TO_GET}")
     errors = RowErrors(path, on_error)
+    if data is None:
+        with mapped(path) as data:
+            regular = parse_regular(data)
+    else:
+        regular = parse_regular(data)
+    if regular is not None:
+        return (*regular, errors)
+    return read_rows_csv(path, errors)
+
+
+def read_rows_csv(path: str, errors: RowErrors):
+    """read_fer2013_rows through the csv module (any file the csv dialect accepts; names every
+    bad row)."""
     csv.field_size_limit(1 << 24)
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.reader(f)
@@ -230,6 +352,57 @@ def save_npz(path: str, **arrays: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def _cache_file(cache_dir: str, digest: str, on_error: str) -> str:
+    return os.path.join(cache_dir, f"fer2013-v{CACHE_VERSION}-{digest}-{on_error}.npz")
+
+
+def _load_cached(path: str, cache_file: str) -> FerData | None:
+    """The parsed arrays from `cache_file`, or None when it is absent or unreadable (then the
+    file is parsed again and the entry overwritten)."""
+    if not os.path.isfile(cache_file):
+        return None
+    try:
+        with np.load(cache_file, allow_pickle=False) as z:
+            skipped = Counter(dict(zip(z["skip_reasons"].tolist(), z["skip_counts"].tolist())))
+            return FerData(
+                class_names=FER2013_CLASSES,
+                splits=split_by_usage(z["images"], z["labels"], z["usage"], z["rows"]),
+                source=path,
+                skipped=skipped,
+            )
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@contextlib.contextmanager
+def mapped(path: str):
+    """The file's bytes, mapped read-only (no copy: the page cache's pages are read in place);
+    b"" for an empty file."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            yield b""
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            yield m
+
+
+class _Hashing:
+    """bytes_digest(data) on a helper thread (joined before `data` may be unmapped)."""
+
+    def __init__(self, data):
+        self._digest: str | None = None
+        self._thread = threading.Thread(target=self._run, args=(data,), daemon=True)
+        self._thread.start()
+
+    def _run(self, data) -> None:
+        self._digest = bytes_digest(data)
+
+    def result(self) -> str:
+        self._thread.join()
+        assert self._digest is not None
+        return self._digest
+
+
 def load_fer2013(path: str, on_error: str = "raise", cache_dir: str | None = None) -> FerData:
     """Loads fer2013.csv into a FerData (train = Training, val = PublicTest, test = PrivateTest).
 
@@ -240,28 +413,26 @@ def load_fer2013(path: str, on_error: str = "raise", cache_dir: str | None = Non
     if not os.path.isfile(path):
         raise DataNotFoundError(f"{path}: file not found. {WHERE_TO_GET}")
     cache_dir = default_cache_dir() if cache_dir is None else cache_dir
-    cache_file = None
+    digest = None
     if cache_dir:
-        key = f"fer2013-v{CACHE_VERSION}-{known_digest(path, cache_dir)}-{on_error}.npz"
-        cache_file = os.path.join(cache_dir, key)
-        if os.path.isfile(cache_file):
-            try:
-                with np.load(cache_file, allow_pickle=False) as z:
-                    skipped = Counter(
-                        dict(zip(z["skip_reasons"].tolist(), z["skip_counts"].tolist()))
-                    )
-                    return FerData(
-                        class_names=FER2013_CLASSES,
-                        splits=split_by_usage(z["images"], z["labels"], z["usage"], z["rows"]),
-                        source=path,
-                        skipped=skipped,
-                    )
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable cache entry: parse again and overwrite it
-    images, labels, usage, rows, errors = read_fer2013_rows(path, on_error)
-    if cache_file:
+        digest = remembered_digest(path, cache_dir)
+        if digest is not None:
+            cached = _load_cached(path, _cache_file(cache_dir, digest, on_error))
+            if cached is not None:
+                return cached
+        else:  # a new file (or version): hash its bytes beside the parse
+            stamp = file_stamp(path)
+    with mapped(path) as data:
+        hashing = _Hashing(data) if cache_dir and digest is None else None
+        try:
+            images, labels, usage, rows, errors = read_fer2013_rows(path, on_error, data)
+        finally:
+            digest = hashing.result() if hashing is not None else digest
+    if cache_dir:
+        if hashing is not None:
+            remember_digest(path, cache_dir, digest, stamp)
         save_npz(
-            cache_file,
+            _cache_file(cache_dir, digest, on_error),
             images=images,
             labels=labels,
             usage=np.asarray(usage),
