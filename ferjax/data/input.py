@@ -143,6 +143,14 @@ class TrainInput:
         description = f"placement: {placement} ({images.nbytes / 2**20:.1f} MiB of images{where})"
         return cls(sampler, placement, on_device, host_arrays, global_batch, steps, description)
 
+    def step_arguments(self, mesh) -> tuple | None:
+        """(data, batch) as the loop passes them to the train step, for compiling it ahead of
+        the first step (training.program.CompileAhead), when the images are on the device (the
+        batches are then index records, cheap to make once more); else None."""
+        if self.placement != "device":
+            return None
+        return self.on_device, devices.global_batch(next(self.batches(0)), mesh)
+
     def batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """This process's slice of each global batch of `epoch`, from `start_step` on: index
         records, plus the gathered uint8 faces (xi, xj) and targets (ti, tj) unless the images

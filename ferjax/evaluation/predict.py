@@ -35,7 +35,8 @@ def make_classify(
     With test-time augmentation (ferjax.evaluation.tta.TTA_MODES) the softmax outputs of the
     views are averaged.
     """
-    tta_views(jnp.zeros((1, 4, 4, 1)), tta, crop)  # rejects an unknown mode now
+    # Rejects an unknown mode now (traced only: no eager operations to compile).
+    jax.eval_shape(lambda x: tta_views(x, tta, crop), jax.ShapeDtypeStruct((1, 4, 4, 1), "f4"))
 
     def classify(variables, images):
         x = images.astype(jnp.float32)

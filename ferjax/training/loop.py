@@ -81,6 +81,7 @@ class Trainer:
             config, self.train, data.num_classes, data.class_names, self.mesh
         )
         self.sampler = self.input.sampler
+        self.on_device = self.input.on_device
         self.global_batch = self.input.global_batch
         self.steps_per_epoch = self.input.steps_per_epoch
         self.clock.enter("setup")
@@ -106,9 +107,9 @@ class Trainer:
             norm=normalization(config.data.normalize, self.train.images),
             class_counts=self.sampler.effective_counts(),
             mesh=self.mesh,
+            compile_ahead=self.input.step_arguments(self.mesh),
         )
         self.state = transfer.init_from(config, self.program.state, workdir)
-        self.on_device = self.input.on_device
         self.val_images = devices.replicate(self.val.images, self.mesh)
         self.eval_programs: dict = {}  # compiled evaluation programs (evaluation.predict)
         self.say(self.input.description)
@@ -223,6 +224,9 @@ class Trainer:
         self.first_step_pending = True
         self.t_saved = time.time()
         halt = self.config.train.halt_after_steps
+        if self.program.ahead is not None:  # the step compiled during the set-up
+            self.clock.enter("compile")
+            self.program.ahead.wait()
         self.clock.enter("steps")
         with StopSignal() as stop:
             while self.step < self.total_steps and not self._stop_early():
@@ -334,7 +338,7 @@ class Trainer:
             scalars = {
                 "loss": sums["loss_sum"] / sums["count"],
                 "accuracy": sums["correct"] / sums["count"],
-                "learning_rate": self.program.schedule(self.step - 1) * float(lr_scale),
+                "learning_rate": float(self.program.schedule(self.step - 1)) * float(lr_scale),
             }
             if self.window_steps > 0:
                 scalars.update(self.throughput(self.window_steps, max(now - self.t_window, 1e-9)))

@@ -1,0 +1,93 @@
+"""training.program's build: the initialisation compiled cheaply yet bitwise the same, and the
+train step compiled ahead on a helper thread without a second compilation or another result."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from ferjax.models import create_model
+from ferjax.runtime import devices
+from ferjax.training.optim import make_optimizer
+from ferjax.training.program import (
+    build,
+    init_compiler_options,
+    initializer,
+    resolve_model_config,
+)
+
+
+def bits(tree) -> list[bytes]:
+    return [np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(tree)]
+
+
+@pytest.mark.parametrize(
+    "model,size,ema",
+    [("cnn", 48, False), ("resnet18", 32, True)],
+    ids=["cnn", "resnet18-ema"],
+)
+def test_the_cheaper_init_compile_gives_the_same_bits(model, size, ema):
+    """init_compiler_options (LLVM level 1 on the CPU) against XLA's default level: the same
+    initial state, every bit (the premise: the options are in force here)."""
+    if jax.default_backend() == "cpu":
+        assert init_compiler_options() == {"xla_backend_optimization_level": 1}
+    config = resolve_model_config(tiny_config(model__name=model, data__image_size=size))
+    net = create_model(config, 7)
+    tx, _ = make_optimizer(config, 10)
+    mesh = devices.make_mesh()
+    cheap, args = initializer(net, tx, 3, (size, size, 1), mesh, ema)
+    default, _ = initializer(net, tx, 3, (size, size, 1), mesh, ema, compiler_options=None)
+    assert bits(cheap(*args)) == bits(default(*args))
+
+
+def step_inputs(program, b=8):
+    rng = np.random.default_rng(0)
+    data = devices.replicate(
+        {
+            "images": rng.integers(0, 256, (32, 16, 16, 1)).astype(np.uint8),
+            "targets": np.eye(3, dtype=np.float32)[np.arange(32) % 3],
+            "seed": np.int32(0),
+        },
+        program.mesh,
+    )
+    batch = devices.global_batch(
+        {
+            "i": np.arange(b, dtype=np.int32),
+            "j": np.arange(b, 2 * b, dtype=np.int32),
+            "lam": np.zeros(b, np.float32),
+            "weight": np.ones(b, np.float32),
+        },
+        program.mesh,
+    )
+    return data, batch
+
+
+def test_the_step_compiled_ahead_is_the_one_the_first_call_runs():
+    """With compile_ahead, the step is compiled on a helper thread during the build; the first
+    call then compiles nothing (no backend compilation event for it) and gives the bits of a
+    program built without it."""
+    config = tiny_config(data__image_size=16, augment__ops="flip")
+    kwargs = dict(num_classes=3, image_shape=(16, 16, 1), steps_per_epoch=4, norm=(None, None))
+    plain = build(config, **kwargs)
+    data, batch = step_inputs(plain)
+    ahead = build(config, **kwargs, compile_ahead=(data, batch))
+    assert ahead.ahead is not None and plain.ahead is None
+    ahead.ahead.wait()
+    assert ahead.ahead.error is None
+    compiled = []
+
+    def listen(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(str(kw.get("fun_name")))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        state_a, metrics_a = ahead.train_step(ahead.state, data, batch)
+        jax.block_until_ready(state_a)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert not [name for name in compiled if "train_step" in name], compiled
+    state_p, metrics_p = plain.train_step(plain.state, data, batch)
+    assert bits((state_a, metrics_a)) == bits((state_p, metrics_p))
