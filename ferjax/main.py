@@ -5,7 +5,7 @@ if __name__ == "__main__":
     from ferjax.runtime import platform
 
     platform.reexec_with_malloc_tuning("ferjax.main")  # before JAX and TensorFlow are imported
-    from ferjax.cli.flags import run
+    from ferjax.cli.flags import run_training_command
     from ferjax.cli.train import main
 
-    run(main)
+    run_training_command(main)

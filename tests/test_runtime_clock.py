@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ferjax.runtime.clock import PHASES, Clock, command_start_time
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, latest_params
 
 
 def test_phases_add_up_and_sleeps_land_where_they_happened():
@@ -91,9 +91,10 @@ def test_training_run_prints_and_writes_its_account(tmp_path):
     line is the account, time.json holds it, its total is at most the command's wall clock (the
     shell's sleep is not in it), and TensorFlow was never imported (device placement)."""
     script = (
-        "import runpy, sys; sys.argv = ['ferjax.main', '--config', sys.argv[1], "
+        "import sys; sys.argv = ['ferjax.main', '--config', sys.argv[1], "
         "'--workdir', sys.argv[2]]\n"
-        "try:\n    runpy.run_module('ferjax.cli.train', run_name='__main__')\n"
+        "from ferjax.cli.flags import run\nfrom ferjax.cli.train import main\n"
+        "try:\n    run(main)\n"
         "except SystemExit as e:\n    assert not e.code, e.code\n"
         "print('tensorflow imported:', 'tensorflow' in sys.modules)\n"
     )
@@ -125,3 +126,43 @@ def test_training_run_prints_and_writes_its_account(tmp_path):
     assert phases["start"] < first < account["total"]
     assert lines[-2].endswith(f"(first step done at {first:.1f} s)")
     assert f"time: {account['total']:.1f} s = start {phases['start']:.1f}" in lines[-2]
+
+
+@pytest.mark.slow
+def test_the_training_command_exits_without_teardown_and_leaves_every_file_whole(tmp_path):
+    """`python -m ferjax.main` ends through flags.exit_now (premise: its os._exit ran, after
+    the account line): every file of the run is complete - report.json, time.json, the metric
+    log, the TensorBoard events and checkpoints that plain Orbax restores."""
+    script = (
+        "import os, runpy, sys\n"
+        "real = os._exit\n"
+        "def spy(code):\n"
+        "    sys.stdout.write(f'os._exit({code})\\n'); sys.stdout.flush(); real(code)\n"
+        "os._exit = spy\n"
+        "sys.argv = ['ferjax.main', '--config', sys.argv[1], '--workdir', sys.argv[2]]\n"
+        "runpy.run_module('ferjax.main', run_name='__main__')\n"
+    )
+    run = tmp_path / "run"
+    out = subprocess.run(
+        [sys.executable, "-c", script, TINY, str(run)],
+        cwd=ROOT,
+        env={**os.environ, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},  # no re-exec
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1] == "os._exit(0)" and lines[-2].startswith("time: ")
+    report = json.loads((run / "report.json").read_text())
+    assert json.loads((run / "time.json").read_text())["total"] > 0
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["split"] == "test" and logged[-1]["accuracy"] == report["accuracy"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run), size_guidance={"tensors": 0})
+    events.Reload()
+    assert "test/accuracy" in events.Tags()["tensors"]  # the last summary written
+    for which in ("latest", "best"):
+        step, state = latest_params(str(run), which)
+        assert step > 0 and state["params"]

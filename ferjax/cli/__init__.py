@@ -32,6 +32,7 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Dispatches `ferjax <tool> ARGS` to ferjax.cli.<tool>.main(ARGS)."""
+    own_process = argv is None  # the `ferjax` script, not a call from Python
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         sys.stderr.write(usage() + "\n")
@@ -52,7 +53,12 @@ def main(argv: list[str] | None = None) -> None:
 
         # Before JAX and TensorFlow are imported: the allocator setting needs a fresh process.
         platform.reexec_with_malloc_tuning("ferjax", ["train", *rest])
-    from ferjax.cli.flags import run
+    from ferjax.cli.flags import exit_now, run
 
     module = importlib.import_module(f"ferjax.cli.{TOOLS[tool][0]}")
-    run(module.main, rest)
+    try:
+        run(module.main, rest)
+    except SystemExit as e:
+        if tool == "train" and own_process:  # the command's process: no teardown
+            exit_now(e.code)
+        raise

@@ -11,7 +11,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from ferjax.cli.flags import Parser, run
+from ferjax.cli.flags import Parser, run_training_command
 from ferjax.config.validate import validate
 from ferjax.data.cleaning import summary_line
 from ferjax.data.load import load_data
@@ -82,4 +82,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     platform.reexec_with_malloc_tuning("ferjax.cli.train")
-    run(main)
+    run_training_command(main)
