@@ -151,7 +151,8 @@ def summary_line(counts: dict) -> str:
 
 def _drop(splits: dict[str, Split], name: str, remove: np.ndarray, reason: str, log) -> None:
     log.add(reason, name, splits[name].take(remove))
-    splits[name] = splits[name].take(~remove)
+    if remove.any():  # else the split as it is (no copy of its images)
+        splits[name] = splits[name].take(~remove)
 
 
 def read_label_noise_file(path: str, class_names: tuple[str, ...]):

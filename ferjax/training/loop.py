@@ -9,10 +9,8 @@ function of (seed, epoch, step), so a run killed at any moment resumes bitwise.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
-import threading
 import time
 
 import jax
@@ -53,7 +51,6 @@ from ferjax.training.schedule import Intervals, prior_line
 from ferjax.training.step import NEVER, accumulate
 
 MAX_ROLLBACKS = 3
-PLOTS = "ferjax.evaluation.plots"
 
 
 def fetch(tree):
@@ -324,8 +321,6 @@ class Trainer:
         )
         self.clock.mark("first_step")
         self.first_step_pending = False
-        if self.is_main:  # matplotlib's import (~0.3 s) while the steps run, not at the end
-            threading.Thread(target=importlib.import_module, args=(PLOTS,), name=PLOTS).start()
         self.window_steps, self.t_window = 0, now  # the first step is not in the window
 
     def _log_window(self) -> str:
@@ -467,7 +462,7 @@ class Trainer:
             with open(self.workdir.final_report, "w") as f:
                 json.dump(report, f, indent=2)
             self.clock.enter("figures")
-            from ferjax.evaluation import plots  # imported on a thread since the first step
+            from ferjax.evaluation import plots  # matplotlib: imported when first drawn
 
             plots.training_curves(self.log.path, self.workdir.figure("training_curves"))
             plots.report_figures(self.workdir, report, self.test, probs)

@@ -326,15 +326,19 @@ def read_rows_csv(path: str, errors: RowErrors):
 
 
 def split_by_usage(images, labels, usage, rows, targets=None) -> dict[str, Split]:
+    """The rows of each Usage as a Split. A split whose rows are contiguous in the file (the
+    Kaggle release: Training, then PublicTest, then PrivateTest) is a view, not a copy."""
     usage = np.asarray(usage)
     splits = {}
     for name in USAGE_TO_SPLIT.values():
-        m = usage == name
+        where = np.flatnonzero(usage == name)
+        if len(where) and where[-1] - where[0] + 1 == len(where):
+            where = slice(int(where[0]), int(where[-1]) + 1)
         splits[name] = Split(
-            images=images[m],
-            labels=labels[m],
-            targets=None if targets is None else targets[m],
-            rows=rows[m],
+            images=images[where],
+            labels=labels[where],
+            targets=None if targets is None else targets[where],
+            rows=rows[where],
         )
     return splits
 
