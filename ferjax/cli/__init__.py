@@ -53,12 +53,10 @@ def main(argv: list[str] | None = None) -> None:
 
         # Before JAX and TensorFlow are imported: the allocator setting needs a fresh process.
         platform.reexec_with_malloc_tuning("ferjax", ["train", *rest])
-    from ferjax.cli.flags import exit_now, run
+    from ferjax.cli.flags import run, run_training_command
 
     module = importlib.import_module(f"ferjax.cli.{TOOLS[tool][0]}")
-    try:
+    if tool == "train" and own_process:  # the command's process: no teardown at its end
+        run_training_command(module.main, rest)
+    else:
         run(module.main, rest)
-    except SystemExit as e:
-        if tool == "train" and own_process:  # the command's process: no teardown
-            exit_now(e.code)
-        raise

@@ -131,11 +131,13 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     sys.exit(code or 0)
 
 
-def run_training_command(main: Callable[[list[str] | None], int | None]) -> None:
-    """run(main) as the process of a training command: once it has finished, the process ends
-    through exit_now."""
+def run_training_command(
+    main: Callable[[list[str] | None], int | None], argv: list[str] | None = None
+) -> None:
+    """run(main, argv) as the process of a training command: once it has finished, the process
+    ends through exit_now."""
     try:
-        run(main)
+        run(main, argv)
     except SystemExit as e:
         exit_now(e.code)
 

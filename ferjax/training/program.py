@@ -114,15 +114,6 @@ def init_compiler_options() -> dict | None:
     return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
 
 
-def init_state(
-    model, tx, seed: int, image_shape: tuple[int, int, int], mesh, ema: bool = False
-) -> TrainState:
-    """The initial TrainState (parameters from `seed`; with `ema`, the average starts at
-    them), placed replicated on the mesh."""
-    init, args = initializer(model, tx, seed, image_shape, mesh, ema)
-    return init(*args)
-
-
 class CompileAhead:
     """Lowers and compiles `jitted` for `args` on a helper thread, so that the compilation runs
     beside whatever the caller does next (the model's initialisation, the rest of the set-up)

@@ -84,19 +84,16 @@ def _diagnose_pixels(text: str) -> str:
     return f"expected {NUM_PIXELS} pixel values (48x48), got {len(tokens)}"
 
 
-def file_digest(path: str) -> str:
-    """128-bit blake2b of a file's bytes (hex), read in 4 MiB blocks."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def bytes_digest(data) -> str:
-    """file_digest of a file whose bytes are `data` (hashlib releases the GIL while it hashes,
-    so this runs beside the parse on another thread)."""
+    """128-bit blake2b (hex) of `data`: bytes or a mapped file (hashlib releases the GIL while
+    it hashes, so this runs beside the parse on another thread)."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def file_digest(path: str) -> str:
+    """bytes_digest of a file's bytes, read through its mapping."""
+    with mapped(path) as data:
+        return bytes_digest(data)
 
 
 def file_stamp(path: str) -> list[int]:
@@ -116,7 +113,11 @@ def _digest_index(cache_dir: str) -> tuple[str, dict]:
 
 
 def remembered_digest(path: str, cache_dir: str) -> str | None:
-    """The digest known_digest recorded for this version of `path`, or None."""
+    """The digest of `path` remembered in cache_dir/digests.json (remember_digest) for this
+    version of the file, by its identity and change stamps (file_stamp), or None: a later run
+    finds the parse cache without reading the whole file again (~300 MB for the real FER2013,
+    seconds when the page cache no longer holds it). Any change to the file changes its
+    status-change time, so it is hashed afresh."""
     entry = _digest_index(cache_dir)[1].get(os.path.abspath(path))
     if isinstance(entry, dict) and entry.get("stamp") == file_stamp(path) and entry.get("digest"):
         return entry["digest"]
@@ -131,19 +132,6 @@ def remember_digest(path: str, cache_dir: str, digest: str, stamp: list[int]) ->
     with open(tmp, "w") as f:
         json.dump(index, f)
     os.replace(tmp, index_file)
-
-
-def known_digest(path: str, cache_dir: str) -> str:
-    """file_digest(path), remembered in cache_dir/digests.json by the file's identity and
-    change stamps (file_stamp): a later run finds the parse cache without reading the whole file
-    again (~300 MB for the real FER2013, seconds when the page cache no longer holds it). Any
-    change to the file changes its status-change time, so it is hashed afresh."""
-    digest = remembered_digest(path, cache_dir)
-    if digest is None:
-        stamp = file_stamp(path)
-        digest = file_digest(path)
-        remember_digest(path, cache_dir, digest, stamp)
-    return digest
 
 
 _BOM = b"\xef\xbb\xbf"
@@ -232,10 +220,7 @@ def read_fer2013_rows(path: str, on_error: str = "raise", data=None):
     if not os.path.isfile(path):
         raise DataNotFoundError(f"{path}: file not found. {WHERE_TO_GET}")
     errors = RowErrors(path, on_error)
-    if data is None:
-        with mapped(path) as data:
-            regular = parse_regular(data)
-    else:
+    with mapped(path) if data is None else contextlib.nullcontext(data) as data:
         regular = parse_regular(data)
     if regular is not None:
         return (*regular, errors)
@@ -411,7 +396,7 @@ def load_fer2013(path: str, on_error: str = "raise", cache_dir: str | None = Non
     """Loads fer2013.csv into a FerData (train = Training, val = PublicTest, test = PrivateTest).
 
     The parsed arrays are cached in `cache_dir` (default ~/.cache/ferjax, or $FERJAX_CACHE),
-    keyed by the file's content hash (remembered by the file's change stamps, known_digest) and
+    keyed by the file's content hash (remembered by the file's change stamps, remembered_digest) and
     the error policy; pass cache_dir="" to disable.
     """
     if not os.path.isfile(path):
