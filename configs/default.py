@@ -207,8 +207,9 @@ def get_config() -> ml_collections.ConfigDict:
     # macro_f1 | loss (lower is better).
     train.best_metric = "accuracy"
     # Batch size for evaluation. 128 keeps the first layers' activations near the CPU's caches:
-    # on 2 cores, 2x the throughput of 512 for the demo CNN (the same probabilities, bit for
-    # bit), 1.3x for `cnn`, 1.07x for ResNet-18 at 48 px. Raise it on an accelerator.
+    # on 2 cores, 1.9x the throughput of 512 for the demo CNN on 3,589 faces, 1.18x for `cnn`,
+    # 0.97x for ResNet-18 on 1,024 faces at 48 px, the same probabilities bit for bit in all
+    # three (python -m bench.eval_batch). Raise it on an accelerator.
     train.eval_batch_size = 128
     # Stop this process after N steps (with a checkpoint), as if interrupted; 0 = never.
     # Re-running the same command resumes. Used to test exact resume.
