@@ -165,6 +165,36 @@ def test_regular_files_are_read_in_one_pass_and_equal_the_csv_path(tmp_path, sma
             assert not slow[4].counts, name
 
 
+def test_a_file_cut_into_parts_parses_to_the_same_arrays(tmp_path, small, monkeypatch):
+    """parse_regular on 2-4 threads (a large file's path, forced here on small files) gives
+    what one thread gives, for every layout; an irregular row in the last part still sends the
+    whole file to the csv path. Premise: the file was cut into as many parts as workers."""
+    from ferjax.data.sources import fer2013
+
+    monkeypatch.setattr(fer2013, "_PARALLEL_FROM_BYTES", 0)
+    for name, (text, regular) in _variants(small, tmp_path).items():
+        data = text.encode("utf-8")
+        one = parse_regular(data, workers=1)
+        assert (one is not None) == regular, name
+        for workers in (2, 3, 4):
+            many = parse_regular(data, workers=workers)
+            if one is None:
+                assert many is None, (name, workers)
+                continue
+            for a, b in zip(many, one, strict=True):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+    text = _variants(small, tmp_path)["kaggle"][0]
+    data = text.encode("utf-8")
+    header_end = data.index(b"\n") + 1
+    parts = fer2013._line_ranges(data, header_end, len(data.rstrip(b"\n")), 4)
+    assert len(parts) == 4 and all(b > a for a, b in parts)
+    assert sum(data[a:b].count(b"\n") + 1 for a, b in parts) == len(small.splits["train"]) + 11
+    bad = text.rstrip("\n").rsplit("\n", 1)
+    bad = bad[0] + "\n" + bad[1].replace(" ", " 300 ", 1) + "\n"  # the last row, last part
+    assert parse_regular(bad.encode("utf-8"), workers=1) is None
+    assert parse_regular(bad.encode("utf-8"), workers=4) is None
+
+
 def test_a_new_file_is_hashed_beside_the_parse_to_the_same_digest(tmp_path, small):
     """The digest taken from the bytes already read (on a helper thread) is the file's 128-bit
     blake2b, as file_digest gives it: the cache entry of a parsed file is found by the next
