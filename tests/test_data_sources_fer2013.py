@@ -169,7 +169,7 @@ def test_a_file_cut_into_parts_parses_to_the_same_arrays(tmp_path, small, monkey
     """parse_regular on 2-4 threads (a large file's path, forced here on small files) gives
     what one thread gives, for every layout; an irregular row in the last part still sends the
     whole file to the csv path. Premise: the file was cut into as many parts as workers."""
-    from ferjax.data.sources import fer2013
+    from ferjax.data.sources import fer2013_rows as fer2013
 
     monkeypatch.setattr(fer2013, "_PARALLEL_FROM_BYTES", 0)
     for name, (text, regular) in _variants(small, tmp_path).items():
