@@ -121,8 +121,9 @@ class Trainer:
         self._resume()
         self._write_run_files()
         fresh = self.is_main and int(self.state.step) == 0
-        self.log = MetricLog(self.workdir, self._run_start_summaries if fresh else None)
         self._grid = summaries.AugmentedGrid(self.train.images, config) if fresh else None
+        grid = self._grid.write if fresh else None
+        self.log = MetricLog(self.workdir, self._run_start_summaries if fresh else None, grid)
         self.flops_per_step = None
 
     # ------------------------------------------------------------------ set-up
@@ -158,8 +159,6 @@ class Trainer:
 
     def _run_start_summaries(self, writer) -> None:
         summaries.write_hparams(writer, self.config)
-        samples = self._grid.samples() if self._grid is not None else None
-        summaries.write_augmented_inputs(writer, 0, self.train.images, self.config, samples)
 
     # ------------------------------------------------------------------ helpers
 
@@ -321,6 +320,8 @@ class Trainer:
         )
         self.clock.mark("first_step")
         self.first_step_pending = False
+        if self._grid is not None:
+            self._grid.start()  # after the step's compilation, at the lowest priority
         self.window_steps, self.t_window = 0, now  # the first step is not in the window
 
     def _log_window(self) -> str:
