@@ -45,3 +45,81 @@ def test_matches_xla(batch, h, w, cin, cout, k, s, padding, op, monkeypatch):
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
         assert a.shape == b.shape
         np.testing.assert_allclose(a / np.abs(b).max(), b / np.abs(b).max(), atol=2e-6)
+
+
+def _xla(x, kern, s, padding):
+    return lax.conv_general_dilated(x, kern, (s, s), padding, dimension_numbers=DN)
+
+
+def _bitwise_here(x, kern, s, padding) -> bool:
+    """Whether this CPU's XLA convolution and its GEMM of the patches give the same bits for
+    these operands (they accumulate the KH*KW products in the same order on the CPUs measured;
+    a machine whose kernels differ may round otherwise)."""
+    pads = im2col._pads(x.shape[1:3], kern.shape[:2], (s, s), padding)
+    pads = tuple(tuple(p) for p in pads)
+    gemm = jax.jit(lambda a, b: im2col._single_channel_forward(a, b, (s, s), pads))(x, kern)
+    return bool(np.array_equal(gemm, jax.jit(_xla, static_argnums=(2, 3))(x, kern, s, padding)))
+
+
+@pytest.mark.parametrize(
+    "batch,h,w,cout,k,s,padding",
+    [
+        (8, 16, 16, 4, 3, 1, "SAME"),
+        (3, 9, 7, 5, 3, 2, "SAME"),  # odd sizes, strided
+        (2, 12, 12, 6, 5, 1, "VALID"),
+        (2, 10, 10, 3, 3, 1, ((2, 0), (1, 1))),  # explicit padding
+        (4, 11, 11, 8, 7, 2, "SAME"),  # a 7x7 stem
+    ],
+)
+def test_single_channel_conv_is_xlas_conv(batch, h, w, cout, k, s, padding):
+    """conv_general_dilated on a one-channel input: the GEMM path is taken (premise) and gives
+    lax.conv_general_dilated's values and gradients; every bit where this CPU's convolution and
+    GEMM round alike (checked first), also after a reduction over the output in the same
+    program (BatchNorm's statistics: the output is read as stored)."""
+    rng = np.random.default_rng(batch + h + k)
+    x = jnp.asarray(rng.standard_normal((batch, h, w, 1)), jnp.float32)
+    kern = jnp.asarray(rng.standard_normal((k, k, 1, cout)), jnp.float32)
+
+    def ours(a, b):
+        return im2col.conv_general_dilated(a, b, (s, s), padding, dimension_numbers=DN)
+
+    jaxpr = str(jax.make_jaxpr(ours)(x, kern))
+    assert "dot_general" in jaxpr and "custom_vjp_call" in jaxpr, jaxpr
+
+    def outputs(conv, x, kern):  # operands as arguments: constants would be folded
+        y = conv(x, kern)
+        ct = jnp.cos(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape)
+        grads = jax.grad(lambda a, b: jnp.sum(conv(a, b) * ct), (0, 1))(x, kern)
+        return y, y.mean((0, 1, 2)), (y * y).mean((0, 1, 2)), grads
+
+    got = jax.jit(lambda *a: outputs(ours, *a))(x, kern)
+    ref = jax.jit(lambda *a: outputs(lambda a, b: _xla(a, b, s, padding), *a))(x, kern)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+    if _bitwise_here(x, kern, s, padding):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "shape,dtype,kwargs",
+    [
+        ((2, 8, 8, 3), jnp.float32, {}),  # three channels
+        ((2, 8, 8, 1), jnp.float32, {"rhs_dilation": (2, 2)}),
+        ((2, 8, 8, 1), jnp.bfloat16, {}),
+    ],
+    ids=["rgb", "dilated", "bfloat16"],
+)
+def test_other_convolutions_are_left_to_xla(shape, dtype, kwargs):
+    """Anything but a float32 single-channel, undilated convolution is lax's own op, unchanged."""
+    x = jnp.ones(shape, dtype)
+    kern = jnp.ones((3, 3, shape[-1], 4), dtype)
+    jaxpr = str(
+        jax.make_jaxpr(
+            lambda a, b: im2col.conv_general_dilated(
+                a, b, (1, 1), "SAME", dimension_numbers=DN, **kwargs
+            )
+        )(x, kern)
+    )
+    assert "conv_general_dilated" in jaxpr and "dot_general" not in jaxpr, jaxpr

@@ -1,10 +1,11 @@
 """Conv and max-pool layers chosen by `model.conv_impl`, with one parameter tree for all impls.
 
 xla:  flax.linen.Conv / max_pool (XLA's own gradients; best on GPU/TPU).
-fast: StoredInputConv (flax.linen.Conv reading a stored input) / ferjax.models.ops.max_pool_2x2 (a
-      max-pool gradient several times faster than XLA's select_and_scatter on CPU); best on CPU
-      when XLA's convolutions run on its Eigen kernels, which ferjax.runtime.platform arranges
-      by default.
+fast: StoredInputConv (flax.linen.Conv reading a stored input; a single-channel input's forward
+      as one GEMM, ferjax.models.ops.im2col.conv_general_dilated) / ferjax.models.ops.max_pool_2x2
+      (a max-pool gradient several times faster than XLA's select_and_scatter on CPU); best on
+      CPU when XLA's convolutions run on its Eigen kernels, which ferjax.runtime.platform
+      arranges by default.
 gemm: GemmConv / ferjax.models.ops.max_pool_2x2: the convolution's weight gradient as cache-sized
       im2col GEMMs; best on CPU when XLA's convolutions go through YNNPACK (jaxlib 0.10's
       default, i.e. with FERJAX_CPU_TUNING=0), whose weight gradients are far slower.
@@ -37,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from ferjax.models.conv_base import ConvBase
-from ferjax.models.ops import bn_relu_pool, conv2d, max_pool_2x2
+from ferjax.models.ops import bn_relu_pool, conv2d, im2col, max_pool_2x2
 from ferjax.models.ops.im2col import stored
 from ferjax.models.winograd_conv import WinogradConv
 from ferjax.runtime import platform
@@ -85,6 +86,9 @@ class StoredInputConv(nn.Conv):
     strided reads, several times the cost of transposing the stored array
     (lax.optimization_barrier does not help: XLA's CPU pipeline removes it before fusion). The
     default CNN's train step is faster with it (bench/README.md)."""
+
+    # A single-channel input's forward as one GEMM (the same values, faster on the CPU).
+    conv_general_dilated: Any = im2col.conv_general_dilated
 
     def __call__(self, inputs):
         return super().__call__(stored(inputs))  # a no-op on several devices

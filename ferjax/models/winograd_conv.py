@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-from jax import lax
 
 from ferjax.models.conv_base import ConvBase
+from ferjax.models.ops import im2col
 from ferjax.models.ops.im2col import strided_conv
 from ferjax.models.ops.winograd import CHUNK_BYTES, winograd_conv3x3
 
@@ -52,7 +52,7 @@ def cpu_conv(
     """WinogradConv's convolution of x [B, H, W, Cin] with kernel [KH, KW, Cin, Cout] (HWIO):
     Winograd where winograd_applies, else ferjax.models.ops.im2col.strided_conv (others="gemm", >=
     min_in_features input channels: 1x1 layers as one GEMM, others with a GEMM input gradient)
-    or XLA."""
+    or XLA (a single-channel input's forward as one GEMM: im2col.conv_general_dilated)."""
     cin = x.shape[-1]
     if winograd_applies(kernel.shape[:2], strides, padding, cin, min_in_features):
         return winograd_conv3x3(x, kernel, tile, weight_grad, chunk_bytes, gemm_dtype)
@@ -60,7 +60,7 @@ def cpu_conv(
         return strided_conv(x, kernel, tuple(strides), padding)
     if not isinstance(padding, str):
         padding = tuple(tuple(p) for p in padding)
-    return lax.conv_general_dilated(x, kernel, tuple(strides), padding, dimension_numbers=_DN)
+    return im2col.conv_general_dilated(x, kernel, tuple(strides), padding, dimension_numbers=_DN)
 
 
 class WinogradConv(ConvBase):

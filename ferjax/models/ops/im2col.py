@@ -12,6 +12,8 @@ at a time so they stay in cache:
 A 1x1 convolution needs no patches: the strided input is the GEMM operand itself.
 `strided_conv` keeps XLA's forward and weight gradient (faster than the im2col ones here) and
 takes only the input gradient from the GEMMs; `im2col_conv` does everything by GEMMs.
+`conv_general_dilated` is lax.conv_general_dilated with a single-channel input's forward as one
+GEMM (the grayscale first layer of the `fast` and `winograd` layer implementations).
 """
 
 from __future__ import annotations
@@ -183,6 +185,91 @@ def strided_conv(x: jax.Array, w: jax.Array, strides=(2, 2), padding="SAME") -> 
     if w.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
         return pointwise_conv(x, w, strides)
     return _strided(x, w, strides, pads)
+
+
+def _single_channel_forward(x, w, strides, pads):
+    kh, kw, _, cout = w.shape
+    ho = _out_size(x.shape[1], kh, strides[0], pads[0])
+    wo = _out_size(x.shape[2], kw, strides[1], pads[1])
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    p = patches(xp, (kh, kw), strides, (ho, wo))
+    y = lax.dot_general(p, w.reshape(kh * kw, cout), (((3,), (0,)), ((), ())))
+    # Stored, so that a reduction over y (BatchNorm's statistics) reads it as it read XLA's
+    # convolution output; XLA would otherwise reduce the GEMM's 2-D result in another order.
+    return stored(y)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _single_channel(x, w, strides, pads):
+    return _single_channel_forward(x, w, strides, pads)
+
+
+def _single_channel_fwd(x, w, strides, pads):
+    return _single_channel_forward(x, w, strides, pads), (x, w)
+
+
+def _single_channel_bwd(strides, pads, res, dy):
+    x, w = res
+    return jax.vjp(lambda x_, w_: _xla_conv(x_, w_, strides, pads), x, w)[1](dy)
+
+
+_single_channel.defvjp(_single_channel_fwd, _single_channel_bwd)
+
+
+def single_channel_applies(lhs, rhs, dimension_numbers, dilations=(), groups=1) -> bool:
+    """Whether conv_general_dilated takes the GEMM forward: a float32 NHWC input with one
+    channel, an HWIO kernel, no dilation, one feature group."""
+    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, DIMENSION_NUMBERS)
+    return (
+        lhs.ndim == 4
+        and lhs.shape[-1] == 1
+        and lhs.dtype == rhs.dtype == jnp.float32
+        and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+        and all(d == 1 for d in dilations)
+        and groups == 1
+    )
+
+
+def conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    precision=None,
+    **kwargs,
+):
+    """lax.conv_general_dilated (same arguments), with the forward of a single-channel input (a
+    grayscale network's first layer; single_channel_applies) as one GEMM of its patches
+    [B, Ho, Wo, KH*KW] x [KH*KW, Cout].
+
+    XLA's CPU convolution handles Cin = 1 poorly: the demo CNN's first layer (1 -> 16 channels,
+    48x48, batch 128) took 5-8 ms of its 49 ms train step, the GEMM takes 2-3 ms, and its
+    products accumulate in the same order, so the output is the same, every bit (on the CPUs
+    measured; tests/test_models_ops_im2col.py checks it where it runs). The gradients stay
+    XLA's. Any other convolution is lax.conv_general_dilated itself."""
+    dilations = tuple(lhs_dilation or ()) + tuple(rhs_dilation or ())
+    applies = single_channel_applies(lhs, rhs, dimension_numbers, dilations, feature_group_count)
+    if not applies or precision is not None or kwargs:
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            precision=precision,
+            **kwargs,
+        )
+    strides = tuple(window_strides)
+    padding = padding if isinstance(padding, str) else [tuple(p) for p in padding]
+    pads = tuple(tuple(p) for p in _pads(lhs.shape[1:3], rhs.shape[:2], strides, padding))
+    return _single_channel(lhs, rhs, strides, pads)
 
 
 def im2col_conv(x: jax.Array, w: jax.Array, strides=(1, 1), padding="SAME") -> jax.Array:
