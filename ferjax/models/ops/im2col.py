@@ -106,23 +106,32 @@ def _input_grad(dy, w, x_shape, strides, pads):
     return dx.reshape(x_shape)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv(x, w, strides, pads):
-    return _forward(x, w, strides, pads)
+def with_gradients(forward, backward, keep=lambda x: x):
+    """forward(x, w, strides, pads) -> y as a function whose gradients are
+    backward(strides, pads, keep(x), w, dy) -> (dx, dw) (strides and pads static; keep: how the
+    backward pass reads x, e.g. `stored`)."""
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+    def op(x, w, strides, pads):
+        return forward(x, w, strides, pads)
+
+    def op_fwd(x, w, strides, pads):
+        return forward(x, w, strides, pads), (keep(x), w)
+
+    def op_bwd(strides, pads, res, dy):
+        return backward(strides, pads, *res, dy)
+
+    op.defvjp(op_fwd, op_bwd)
+    return op
 
 
-def _conv_fwd(x, w, strides, pads):
-    return _forward(x, w, strides, pads), (x, w)
-
-
-def _conv_bwd(strides, pads, res, dy):
-    x, w = res
+def _conv_bwd(strides, pads, x, w, dy):
     dx = _input_grad(dy, w, x.shape, strides, pads)
     dw = weight_grad(x, dy, w.shape[:2], strides, pads)
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
-_conv.defvjp(_conv_fwd, _conv_bwd)
+_conv = with_gradients(_forward, _conv_bwd)
 
 
 def pointwise_conv(x: jax.Array, w: jax.Array, strides=(1, 1)) -> jax.Array:
@@ -138,11 +147,6 @@ def pointwise_conv(x: jax.Array, w: jax.Array, strides=(1, 1)) -> jax.Array:
 
 def _xla_conv(x, w, strides, pads):
     return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=DIMENSION_NUMBERS)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _strided(x, w, strides, pads):
-    return _xla_conv(x, w, strides, pads)
 
 
 def stored(x: jax.Array) -> jax.Array:
@@ -161,18 +165,13 @@ def stored(x: jax.Array) -> jax.Array:
     return lax.cond(pred, lambda v: v, lambda v: v * 1, x)
 
 
-def _strided_fwd(x, w, strides, pads):
-    return _xla_conv(x, w, strides, pads), (stored(x), w)
-
-
-def _strided_bwd(strides, pads, res, dy):
-    x, w = res
+def _strided_bwd(strides, pads, x, w, dy):
     dx = _input_grad(dy, w, x.shape, strides, pads)
     dw = jax.vjp(lambda w_: _xla_conv(x, w_, strides, pads), w)[1](dy)[0]
     return dx.astype(x.dtype), dw
 
 
-_strided.defvjp(_strided_fwd, _strided_bwd)
+_strided = with_gradients(_xla_conv, _strided_bwd, keep=stored)
 
 
 def strided_conv(x: jax.Array, w: jax.Array, strides=(2, 2), padding="SAME") -> jax.Array:
@@ -199,21 +198,11 @@ def _single_channel_forward(x, w, strides, pads):
     return stored(y)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _single_channel(x, w, strides, pads):
-    return _single_channel_forward(x, w, strides, pads)
-
-
-def _single_channel_fwd(x, w, strides, pads):
-    return _single_channel_forward(x, w, strides, pads), (x, w)
-
-
-def _single_channel_bwd(strides, pads, res, dy):
-    x, w = res
+def _xla_conv_bwd(strides, pads, x, w, dy):
     return jax.vjp(lambda x_, w_: _xla_conv(x_, w_, strides, pads), x, w)[1](dy)
 
 
-_single_channel.defvjp(_single_channel_fwd, _single_channel_bwd)
+_single_channel = with_gradients(_single_channel_forward, _xla_conv_bwd)
 
 
 def single_channel_applies(lhs, rhs, dimension_numbers, dilations=(), groups=1) -> bool:
