@@ -66,9 +66,9 @@ def _bitwise_here(x, kern, s, padding) -> bool:
     [
         (8, 16, 16, 4, 3, 1, "SAME"),
         (3, 9, 7, 5, 3, 2, "SAME"),  # odd sizes, strided
-        (2, 12, 12, 6, 5, 1, "VALID"),
+        (2, 12, 12, 6, 3, 1, "VALID"),
         (2, 10, 10, 3, 3, 1, ((2, 0), (1, 1))),  # explicit padding
-        (4, 11, 11, 8, 7, 2, "SAME"),  # a 7x7 stem
+        (4, 11, 11, 8, 2, 1, "SAME"),  # an even kernel
     ],
 )
 def test_single_channel_conv_is_xlas_conv(batch, h, w, cout, k, s, padding):
@@ -103,22 +103,24 @@ def test_single_channel_conv_is_xlas_conv(batch, h, w, cout, k, s, padding):
 
 
 @pytest.mark.parametrize(
-    "shape,dtype,kwargs",
+    "shape,dtype,k,strides,kwargs",
     [
-        ((2, 8, 8, 3), jnp.float32, {}),  # three channels
-        ((2, 8, 8, 1), jnp.float32, {"rhs_dilation": (2, 2)}),
-        ((2, 8, 8, 1), jnp.bfloat16, {}),
+        ((2, 8, 8, 3), jnp.float32, 3, 1, {}),  # three channels
+        ((2, 8, 8, 1), jnp.float32, 3, 1, {"rhs_dilation": (2, 2)}),
+        ((2, 8, 8, 1), jnp.bfloat16, 3, 1, {}),
+        ((2, 16, 16, 1), jnp.float32, 7, 2, {}),  # a 7x7 stem: more than MAX_TAPS taps
     ],
-    ids=["rgb", "dilated", "bfloat16"],
+    ids=["rgb", "dilated", "bfloat16", "7x7"],
 )
-def test_other_convolutions_are_left_to_xla(shape, dtype, kwargs):
-    """Anything but a float32 single-channel, undilated convolution is lax's own op, unchanged."""
+def test_other_convolutions_are_left_to_xla(shape, dtype, k, strides, kwargs):
+    """Anything but a float32 single-channel, undilated convolution of at most 3x3 taps is lax's
+    own op, unchanged."""
     x = jnp.ones(shape, dtype)
-    kern = jnp.ones((3, 3, shape[-1], 4), dtype)
+    kern = jnp.ones((k, k, shape[-1], 4), dtype)
     jaxpr = str(
         jax.make_jaxpr(
             lambda a, b: im2col.conv_general_dilated(
-                a, b, (1, 1), "SAME", dimension_numbers=DN, **kwargs
+                a, b, (strides, strides), "SAME", dimension_numbers=DN, **kwargs
             )
         )(x, kern)
     )
