@@ -109,12 +109,13 @@ def test_single_channel_conv_is_xlas_conv(batch, h, w, cout, k, s, padding):
         ((2, 8, 8, 1), jnp.float32, 3, 1, {"rhs_dilation": (2, 2)}),
         ((2, 8, 8, 1), jnp.bfloat16, 3, 1, {}),
         ((2, 16, 16, 1), jnp.float32, 7, 2, {}),  # a 7x7 stem: more than MAX_TAPS taps
+        ((1, 160, 160, 1), jnp.float32, 3, 1, {}),  # more than MAX_PIXELS pixels
     ],
-    ids=["rgb", "dilated", "bfloat16", "7x7"],
+    ids=["rgb", "dilated", "bfloat16", "7x7", "large"],
 )
 def test_other_convolutions_are_left_to_xla(shape, dtype, k, strides, kwargs):
-    """Anything but a float32 single-channel, undilated convolution of at most 3x3 taps is lax's
-    own op, unchanged."""
+    """Anything but a float32 single-channel, undilated convolution of at most 3x3 taps on an
+    image of at most 128x128 pixels is lax's own op, unchanged."""
     x = jnp.ones(shape, dtype)
     kern = jnp.ones((k, k, shape[-1], 4), dtype)
     jaxpr = str(

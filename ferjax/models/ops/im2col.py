@@ -205,19 +205,23 @@ def _xla_conv_bwd(strides, pads, x, w, dy):
 _single_channel = with_gradients(_single_channel_forward, _xla_conv_bwd)
 
 
-# The most kernel taps the GEMM forward takes: 3x3 kernels gained at every size measured (48 to
-# 224 px, strides 1 and 2); 5x5 and 7x7 ones (an ImageNet stem on grayscale input) were up to
-# 2x slower as a GEMM of their 25 or 49 taps than XLA's convolution (bench/README.md).
+# Where the GEMM forward is taken (python -m bench.single_channel; bench/README.md): kernels of
+# at most 3x3 taps on images of at most 128x128 pixels. 3x3 kernels gained at 48 px (1.3-2.7x,
+# strides 1 and 2) and at 112 px (1.2x), not at 224 px (0.88-0.99x); 7x7 ones (an ImageNet stem
+# on grayscale input) were 0.55-0.68x, 5x5 ones even.
 MAX_TAPS = 9
+MAX_PIXELS = 128 * 128
 
 
 def single_channel_applies(lhs, rhs, dimension_numbers, dilations=(), groups=1) -> bool:
     """Whether conv_general_dilated takes the GEMM forward: a float32 NHWC input with one
-    channel, an HWIO kernel of at most MAX_TAPS taps, no dilation, one feature group."""
+    channel and at most MAX_PIXELS pixels per image, an HWIO kernel of at most MAX_TAPS taps, no
+    dilation, one feature group."""
     nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, DIMENSION_NUMBERS)
     return (
         lhs.ndim == 4
         and lhs.shape[-1] == 1
+        and lhs.shape[1] * lhs.shape[2] <= MAX_PIXELS
         and rhs.ndim == 4
         and rhs.shape[0] * rhs.shape[1] <= MAX_TAPS
         and lhs.dtype == rhs.dtype == jnp.float32
