@@ -206,9 +206,9 @@ _single_channel = with_gradients(_single_channel_forward, _xla_conv_bwd)
 
 
 # Where the GEMM forward is taken (python -m bench.single_channel; bench/README.md): kernels of
-# at most 3x3 taps on images of at most 128x128 pixels. 3x3 kernels gained at 48 px (1.3-2.7x,
-# strides 1 and 2) and at 112 px (1.2x), not at 224 px (0.88-0.99x); 7x7 ones (an ImageNet stem
-# on grayscale input) were 0.55-0.68x, 5x5 ones even.
+# at most 3x3 taps on images of at most 128x128 pixels. Alone, 3x3 kernels gained at 48 px
+# (strides 1 and 2) and mostly at 112 px, not at 224 px; 7x7 ones (an ImageNet stem on
+# grayscale input) were slower as a GEMM of their 49 taps, 5x5 ones even.
 MAX_TAPS = 9
 MAX_PIXELS = 128 * 128
 
