@@ -248,10 +248,11 @@ def conv_general_dilated(
     [B, Ho, Wo, KH*KW] x [KH*KW, Cout].
 
     XLA's CPU convolution handles Cin = 1 poorly: the demo CNN's first layer (1 -> 16 channels,
-    48x48, batch 128) took 5-8 ms of its 49 ms train step, the GEMM takes 2-3 ms, and its
-    products accumulate in the same order, so the output is the same, every bit (on the CPUs
-    measured; tests/test_models_ops_im2col.py checks it where it runs). The gradients stay
-    XLA's. Any other convolution is lax.conv_general_dilated itself."""
+    48x48, batch 128) took ~7 ms of its 47-49 ms train step; with the GEMM the step takes 45-46
+    ms and an evaluation pass 25% less time (bench/README.md). The GEMM's products accumulate
+    in the convolution's order, so the output is the same, every bit (on the CPUs measured;
+    tests/test_models_ops_im2col.py checks it where it runs). The gradients stay XLA's. Any
+    other convolution is lax.conv_general_dilated itself."""
     dilations = tuple(lhs_dilation or ()) + tuple(rhs_dilation or ())
     applies = single_channel_applies(lhs, rhs, dimension_numbers, dilations, feature_group_count)
     if not applies or precision is not None or kwargs:
