@@ -83,6 +83,22 @@ def assert_trees_equal(a, b) -> int:
     return len(la)
 
 
+def gemm_rounds_like_xla(x, kern, strides, padding) -> bool:
+    """Whether this CPU's XLA convolution of a single-channel x and the GEMM of its patches
+    (ferjax.models.ops.im2col's single-channel forward) give the same bits for these operands:
+    they accumulate the KH*KW products in the same order on the CPUs measured, but a machine
+    whose kernels differ may round otherwise. The premise of the bitwise comparisons."""
+    from jax import lax
+
+    from ferjax.models.ops import im2col
+
+    pads = tuple(tuple(p) for p in im2col._pads(x.shape[1:3], kern.shape[:2], strides, padding))
+    dn = im2col.DIMENSION_NUMBERS
+    xla = jax.jit(lambda a, b: lax.conv_general_dilated(a, b, strides, pads, dimension_numbers=dn))
+    gemm = jax.jit(lambda a, b: im2col._single_channel_forward(a, b, strides, pads))
+    return bool(np.array_equal(xla(x, kern), gemm(x, kern)))
+
+
 def explain(out: subprocess.CompletedProcess | tuple) -> str:
     """A failed subprocess for an assertion message: exit status, the first line that looks
     like an error, then the head and the tail of stderr (the cause is usually near the top, the

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import gemm_rounds_like_xla
 from jax import lax
 
 from ferjax.models.ops import im2col
@@ -51,16 +52,6 @@ def _xla(x, kern, s, padding):
     return lax.conv_general_dilated(x, kern, (s, s), padding, dimension_numbers=DN)
 
 
-def _bitwise_here(x, kern, s, padding) -> bool:
-    """Whether this CPU's XLA convolution and its GEMM of the patches give the same bits for
-    these operands (they accumulate the KH*KW products in the same order on the CPUs measured;
-    a machine whose kernels differ may round otherwise)."""
-    pads = im2col._pads(x.shape[1:3], kern.shape[:2], (s, s), padding)
-    pads = tuple(tuple(p) for p in pads)
-    gemm = jax.jit(lambda a, b: im2col._single_channel_forward(a, b, (s, s), pads))(x, kern)
-    return bool(np.array_equal(gemm, jax.jit(_xla, static_argnums=(2, 3))(x, kern, s, padding)))
-
-
 @pytest.mark.parametrize(
     "batch,h,w,cout,k,s,padding",
     [
@@ -97,7 +88,7 @@ def test_single_channel_conv_is_xlas_conv(batch, h, w, cout, k, s, padding):
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
-    if _bitwise_here(x, kern, s, padding):
+    if gemm_rounds_like_xla(x, kern, (s, s), padding):
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
             assert np.array_equal(a, b)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import gemm_rounds_like_xla, tiny_config
 
 from ferjax.models import create_model
 from ferjax.runtime import devices
@@ -138,8 +138,6 @@ def test_the_single_channel_gemm_keeps_the_training_bits(monkeypatch):
     BatchNorm give the same state and metrics, every bit where this CPU's convolution and GEMM
     round alike for that layer (checked first), else to float32 rounding. Premise: the GEMM
     path is traced in the first program and not in the second."""
-    from jax import lax
-
     from ferjax.models.ops import im2col
 
     config = tiny_config(
@@ -172,14 +170,7 @@ def test_the_single_channel_gemm_keeps_the_training_bits(monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH, SIZE, SIZE, 1)).astype(np.float32)
     kern = rng.standard_normal((3, 3, 1, 16)).astype(np.float32)
-    pads = ((1, 1), (1, 1))
-    conv = jax.jit(
-        lambda a, b: lax.conv_general_dilated(
-            a, b, (1, 1), pads, dimension_numbers=im2col.DIMENSION_NUMBERS
-        )
-    )
-    patch = jax.jit(lambda a, b: im2col._single_channel_forward(a, b, (1, 1), pads))
-    if np.array_equal(conv(x, kern), patch(x, kern)):
+    if gemm_rounds_like_xla(x, kern, (1, 1), "SAME"):
         assert bits(gemm) == bits(xla)
     else:
         for a, b in zip(jax.tree.leaves(gemm), jax.tree.leaves(xla)):

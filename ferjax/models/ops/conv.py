@@ -81,17 +81,26 @@ def weight_grad(x, dy, kernel_hw, strides, pads, chunk_bytes: int = CHUNK_BYTES)
     return acc.reshape(kh, kw, cin, cout)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv2d(x, w, strides, padding):
-    return _conv(x, w, strides, padding)
+def with_gradients(forward, backward, keep=lambda x: x):
+    """forward(x, w, strides, padding) -> y as a function whose gradients are
+    backward(strides, padding, keep(x), w, dy) -> (dx, dw) (strides and padding static; keep:
+    how the backward pass reads x, e.g. ferjax.models.ops.im2col.stored)."""
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+    def op(x, w, strides, padding):
+        return forward(x, w, strides, padding)
+
+    def op_fwd(x, w, strides, padding):
+        return forward(x, w, strides, padding), (keep(x), w)
+
+    def op_bwd(strides, padding, res, dy):
+        return backward(strides, padding, *res, dy)
+
+    op.defvjp(op_fwd, op_bwd)
+    return op
 
 
-def _conv2d_fwd(x, w, strides, padding):
-    return _conv(x, w, strides, padding), (x, w)
-
-
-def _conv2d_bwd(strides, padding, res, dy):
-    x, w = res
+def _conv2d_bwd(strides, padding, x, w, dy):
     _, x_vjp = jax.vjp(lambda x_: _conv(x_, w, strides, padding), x)
     (dx,) = x_vjp(dy)
     pads = _pads(x.shape[1:3], w.shape[:2], strides, padding)
@@ -99,7 +108,7 @@ def _conv2d_bwd(strides, padding, res, dy):
     return dx, dw.astype(w.dtype)
 
 
-_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+_conv2d = with_gradients(_conv, _conv2d_bwd)
 
 
 def conv2d(x: jax.Array, w: jax.Array, strides=(1, 1), padding="SAME") -> jax.Array:

@@ -18,13 +18,17 @@ GEMM (the grayscale first layer of the `fast` and `winograd` layer implementatio
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ferjax.models.ops.conv import DIMENSION_NUMBERS, _chunk_size, _pads, weight_grad
+from ferjax.models.ops.conv import (
+    DIMENSION_NUMBERS,
+    _chunk_size,
+    _pads,
+    weight_grad,
+    with_gradients,
+)
 
 # Target bytes of one chunk's patches [rows, KH*KW*Cin].
 CHUNK_BYTES = 4 << 20
@@ -68,18 +72,27 @@ def col2im(dp: jax.Array, kernel_hw, strides, padded_hw) -> jax.Array:
     return out
 
 
+def _out_hw(x_shape, w_shape, strides, pads) -> tuple[int, int]:
+    return tuple(_out_size(x_shape[1 + d], w_shape[d], strides[d], pads[d]) for d in (0, 1))
+
+
+def _patch_gemm(x, w, strides, pads):
+    """x [B, H, W, Cin] (*) w [KH, KW, Cin, Cout] as one GEMM of the padded input's patches
+    [B, Ho, Wo, KH*KW*Cin] x [KH*KW*Cin, Cout]."""
+    kh, kw, cin, cout = w.shape
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    p = patches(xp, (kh, kw), strides, _out_hw(x.shape, w.shape, strides, pads))
+    return lax.dot_general(p, w.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())))
+
+
 def _forward(x, w, strides, pads):
     kh, kw, cin, cout = w.shape
     b, h, wd, _ = x.shape
-    ho = _out_size(h, kh, strides[0], pads[0])
-    wo = _out_size(wd, kw, strides[1], pads[1])
-    w2 = w.reshape(kh * kw * cin, cout)
+    ho, wo = _out_hw(x.shape, w.shape, strides, pads)
     chunk = _chunk_size(b, ho * wo * kh * kw * cin * x.dtype.itemsize, CHUNK_BYTES)
 
     def chunk_fn(xc):
-        xp = jnp.pad(xc, ((0, 0), pads[0], pads[1], (0, 0)))
-        p = patches(xp, (kh, kw), strides, (ho, wo))
-        return lax.dot_general(p, w2, (((3,), (0,)), ((), ())))
+        return _patch_gemm(xc, w, strides, pads)
 
     if chunk == b:
         return chunk_fn(x)
@@ -104,25 +117,6 @@ def _input_grad(dy, w, x_shape, strides, pads):
         return chunk_fn(dy)
     dx = lax.map(chunk_fn, dy.reshape(b // chunk, chunk, ho, wo, cout))
     return dx.reshape(x_shape)
-
-
-def with_gradients(forward, backward, keep=lambda x: x):
-    """forward(x, w, strides, pads) -> y as a function whose gradients are
-    backward(strides, pads, keep(x), w, dy) -> (dx, dw) (strides and pads static; keep: how the
-    backward pass reads x, e.g. `stored`)."""
-
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-    def op(x, w, strides, pads):
-        return forward(x, w, strides, pads)
-
-    def op_fwd(x, w, strides, pads):
-        return forward(x, w, strides, pads), (keep(x), w)
-
-    def op_bwd(strides, pads, res, dy):
-        return backward(strides, pads, *res, dy)
-
-    op.defvjp(op_fwd, op_bwd)
-    return op
 
 
 def _conv_bwd(strides, pads, x, w, dy):
@@ -187,12 +181,7 @@ def strided_conv(x: jax.Array, w: jax.Array, strides=(2, 2), padding="SAME") -> 
 
 
 def _single_channel_forward(x, w, strides, pads):
-    kh, kw, _, cout = w.shape
-    ho = _out_size(x.shape[1], kh, strides[0], pads[0])
-    wo = _out_size(x.shape[2], kw, strides[1], pads[1])
-    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    p = patches(xp, (kh, kw), strides, (ho, wo))
-    y = lax.dot_general(p, w.reshape(kh * kw, cout), (((3,), (0,)), ((), ())))
+    y = _patch_gemm(x, w, strides, pads)
     # Stored, so that a reduction over y (BatchNorm's statistics) reads it as it read XLA's
     # convolution output; XLA would otherwise reduce the GEMM's 2-D result in another order.
     return stored(y)
@@ -269,7 +258,6 @@ def conv_general_dilated(
             **kwargs,
         )
     strides = tuple(window_strides)
-    padding = padding if isinstance(padding, str) else [tuple(p) for p in padding]
     pads = tuple(tuple(p) for p in _pads(lhs.shape[1:3], rhs.shape[:2], strides, padding))
     return _single_channel(lhs, rhs, strides, pads)
 
