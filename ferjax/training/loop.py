@@ -33,6 +33,7 @@ from ferjax.runtime import devices
 from ferjax.runtime.clock import Clock
 from ferjax.runtime.distributed import where
 from ferjax.runtime.errors import Preempted, TrainingDiverged
+from ferjax.runtime.preload import preload
 from ferjax.runtime.progress import Progress
 from ferjax.runtime.signals import StopSignal
 from ferjax.runtime.workdir import (
@@ -225,6 +226,8 @@ class Trainer:
         halt = self.config.train.halt_after_steps
         if self.program.ahead is not None:  # the step compiled during the set-up
             self.clock.enter("compile")
+            if self.is_main:  # matplotlib's import beside the compilation, off the report's path
+                preload("ferjax.evaluation.plots")
             self.program.ahead.wait()
         self.clock.enter("steps")
         with StopSignal() as stop:
@@ -463,7 +466,7 @@ class Trainer:
             with open(self.workdir.final_report, "w") as f:
                 json.dump(report, f, indent=2)
             self.clock.enter("figures")
-            from ferjax.evaluation import plots  # matplotlib: imported when first drawn
+            from ferjax.evaluation import plots  # matplotlib: imported during the compilation
 
             plots.training_curves(self.log.path, self.workdir.figure("training_curves"))
             plots.report_figures(self.workdir, report, self.test, probs)
