@@ -137,12 +137,13 @@ def _median_ms(fn, args, reps: int) -> float:
 
 def parse_impl(impl: str) -> dict:
     """WinogradConv settings of an implementation name: wino<tile>[-<weight_grad>][-bf16]
-    (e.g. wino4-xla: F(4x4) with XLA's dW; tile 0 = per layer) or best (tile per layer,
-    im2col GEMMs for the strided and 1x1 layers)."""
+    (e.g. wino4-xla: F(4x4) with XLA's dW; tile 0 = per layer; Winograd on every 3x3 stride-1
+    layer of >= 8 input channels) or best (WinogradConv's defaults: tile per layer, Winograd on
+    the layers this CPU's rule gives it, im2col GEMMs for the others)."""
     if impl == "best":
         return {"tile": 0, "others": "gemm"}
     parts = impl.split("-")
-    spec = {"tile": int(parts[0][4:]), "others": "xla"}
+    spec = {"tile": int(parts[0][4:]), "others": "xla", "min_winograd_in": 8}
     for p in parts[1:]:
         if p == "bf16":
             spec["gemm_dtype"] = "bfloat16"

@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+from ferjax.runtime.cpu import parse_cpuinfo, vector_class
+
 # The flags that decide kernels on x86 (AVX-512 subsets, VNNI/BF16, AMX; vp2intersect marks
 # the Zen 5 / Tiger Lake cores, among which full-width AVX-512 units).
 INTERESTING = (
@@ -29,8 +31,9 @@ INTERESTING = (
 
 
 def cpu_info(path: str = "/proc/cpuinfo") -> dict:
-    """{"model": ..., "family": ..., "model_number": ..., "cores": n, "flags": [...]} (the
-    INTERESTING flags present), from /proc/cpuinfo; what is unknown is left out."""
+    """{"model": ..., "family": ..., "model_number": ..., "cores": n, "flags": [...] (the
+    INTERESTING flags present), "vector_units": ...}, from /proc/cpuinfo; what is unknown is
+    left out."""
     out: dict = {"cores": os.cpu_count()}
     try:
         with open(path) as f:
@@ -47,6 +50,8 @@ def cpu_info(path: str = "/proc/cpuinfo") -> dict:
     out["model_number"] = fields.get("model", "")
     flags = set(fields.get("flags", "").split())
     out["flags"] = [f for f in INTERESTING if f in flags]
+    # The class ferjax's kernel choices read (ferjax.runtime.cpu: WinogradConv's layers).
+    out["vector_units"] = vector_class(parse_cpuinfo(text))
     return out
 
 

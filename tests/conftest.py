@@ -26,6 +26,18 @@ if str(ROOT) not in sys.path:
 
 import ferjax  # noqa: E402,F401 - sets the XLA and TensorFlow environment first
 
+# The CPU that kernel choices depending on the host (ferjax.runtime.cpu) are made for in tests, so
+# that every test takes the same paths on any x86-64 machine: half-width AVX-512 units (AMD Zen
+# 4), where WinogradConv computes every 3x3 stride-1 layer of >= 8 input channels by Winograd.
+PINNED_CPU = ("AuthenticAMD", 0x19, frozenset({"avx2", "fma", "avx512f"}))
+
+
+@pytest.fixture(autouse=True)
+def _pinned_cpu(monkeypatch):
+    from ferjax.runtime import cpu
+
+    monkeypatch.setattr(cpu, "host_cpu", lambda path=cpu.CPUINFO: cpu.Cpu(*PINNED_CPU))
+
 
 def load_config(name: str = "default"):
     return runpy.run_path(str(ROOT / "configs" / f"{name}.py"))["get_config"]()

@@ -10,7 +10,9 @@ gemm: GemmConv / ferjax.models.ops.max_pool_2x2: the convolution's weight gradie
       im2col GEMMs; best on CPU when XLA's convolutions go through YNNPACK (jaxlib 0.10's
       default, i.e. with FERJAX_CPU_TUNING=0), whose weight gradients are far slower.
 winograd: ferjax.models.winograd_conv.WinogradConv / ferjax.models.ops.max_pool_2x2: stride-1 3x3
-      convolutions by Winograd F(m x m, 3 x 3) (2.25-4x fewer multiplies, as batched GEMMs),
+      convolutions by Winograd F(m x m, 3 x 3) (2.25-4x fewer multiplies, as batched GEMMs; on
+      layers of >= 128 input channels where the CPU has full-width AVX-512 units, >= 8
+      elsewhere: winograd_conv.WINOGRAD_MIN_IN, read from /proc/cpuinfo by ferjax.runtime.cpu),
       strided and 1x1 layers with GEMM input gradients (ferjax.models.ops.im2col); on one CPU device
       faster than `fast` per train step for wide models (bench/README.md). Its batch loop
       (lax.map over chunks of images) would gather a batch-sharded input, so auto keeps `fast`
@@ -68,6 +70,25 @@ def resolve_conv_impl(
     one_device = (devices or jax.device_count()) == 1
     wide = widest is None or widest >= WINOGRAD_MIN_WIDTH
     return "winograd" if one_device and wide else "fast"
+
+
+def auto_choice(setting: str, model) -> str | None:
+    """The run's log line for what conv_impl=auto chose for `model` (None when the setting was
+    not auto or the model has no conv_impl), e.g. "layers: conv_impl=auto chose winograd
+    (Winograd on 3x3 layers of >= 128 input channels: avx512-full CPU)"."""
+    impl = getattr(model, "conv_impl", None)
+    if setting != AUTO or impl is None:
+        return None
+    line = f"layers: conv_impl=auto chose {impl}"
+    if impl != "winograd":
+        return line
+    from ferjax.models.winograd_conv import winograd_min_in
+    from ferjax.runtime.cpu import vector_class
+
+    return (
+        f"{line} (Winograd on 3x3 layers of >= {winograd_min_in()} input channels: "
+        f"{vector_class()} CPU)"
+    )
 
 
 class GemmConv(ConvBase):

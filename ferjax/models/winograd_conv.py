@@ -1,7 +1,9 @@
 """WinogradConv: a drop-in for flax.linen.Conv whose 3x3 stride-1 SAME convolutions run through
 ferjax.models.ops.winograd (fewer multiplies on CPU), with nn.Conv's parameter tree.
 
-Every other convolution (1x1, strided, VALID, too few input channels for the GEMMs to pay) runs
+Which layers: 3x3, stride 1, SAME, with at least `min_winograd_in` input channels (0: by the
+CPU, winograd_min_in). Every other convolution (1x1, strided, VALID, too few input channels for
+the GEMMs to pay) runs
 through lax.conv_general_dilated exactly as nn.Conv would (others="xla") or, with
 others="gemm", through ferjax.models.ops.im2col.strided_conv (1x1 layers as one GEMM; strided 3x3
 layers with a GEMM input gradient: XLA's gradients of both are slow on CPU; layers with fewer
@@ -20,8 +22,23 @@ from ferjax.models.conv_base import ConvBase
 from ferjax.models.ops import im2col
 from ferjax.models.ops.im2col import strided_conv
 from ferjax.models.ops.winograd import CHUNK_BYTES, winograd_conv3x3
+from ferjax.runtime import cpu
 
 _DN = ("NHWC", "HWIO", "NHWC")
+# Fewest input channels of a Winograd layer, by the CPU's vector units (ferjax.runtime.cpu).
+# Full-width AVX-512: 128. There XLA's direct convolution of ResNet-18's and the CNN's
+# 64-channel 48x48 layers runs near the matmul peak, and Winograd F(4x4) on them was slower
+# than the other path (im2col.strided_conv); their steps gained 4-8% without Winograd on those
+# layers, while the 128- to 512-channel layers keep gaining from it (bench/README.md). Elsewhere:
+# 8, as before (on half-width AVX-512 units Winograd beat XLA's convolution on the 64-channel
+# layers by 27%; AVX2-only CPUs were not measured).
+WINOGRAD_MIN_IN = {cpu.FULL_WIDTH: 128}
+WINOGRAD_MIN_IN_OTHERWISE = 8
+
+
+def winograd_min_in() -> int:
+    """The fewest input channels of a Winograd layer on this CPU (WINOGRAD_MIN_IN)."""
+    return WINOGRAD_MIN_IN.get(cpu.vector_class(), WINOGRAD_MIN_IN_OTHERWISE)
 
 
 def winograd_applies(
@@ -48,13 +65,16 @@ def cpu_conv(
     min_in_features: int = 8,
     chunk_bytes: int = CHUNK_BYTES,
     gemm_dtype: str = "float32",
+    min_winograd_in: int = 0,
 ) -> jax.Array:
     """WinogradConv's convolution of x [B, H, W, Cin] with kernel [KH, KW, Cin, Cout] (HWIO):
-    Winograd where winograd_applies, else ferjax.models.ops.im2col.strided_conv (others="gemm", >=
+    Winograd where winograd_applies with at least min_winograd_in input channels (0: the CPU's
+    winograd_min_in()), else ferjax.models.ops.im2col.strided_conv (others="gemm", >=
     min_in_features input channels: 1x1 layers as one GEMM, others with a GEMM input gradient)
     or XLA (a single-channel input's forward as one GEMM: im2col.conv_general_dilated)."""
     cin = x.shape[-1]
-    if winograd_applies(kernel.shape[:2], strides, padding, cin, min_in_features):
+    min_in = max(min_in_features, min_winograd_in or winograd_min_in())
+    if winograd_applies(kernel.shape[:2], strides, padding, cin, min_in):
         return winograd_conv3x3(x, kernel, tile, weight_grad, chunk_bytes, gemm_dtype)
     if others == "gemm" and cin >= min_in_features:
         return strided_conv(x, kernel, tuple(strides), padding)
@@ -72,7 +92,9 @@ class WinogradConv(ConvBase):
     2: F(2x2,3x3), as accurate as a direct convolution; 3 or 4: fewer multiplies, larger rounding
     errors). weight_grad: winograd | gemm | xla. others: xla | gemm (the non-Winograd layers).
     min_in_features: layers with fewer input channels (e.g. a grayscale stem) use XLA's
-    convolution. gemm_dtype: float32 or bfloat16 (GEMM operands; accumulation stays float32)."""
+    convolution. gemm_dtype: float32 or bfloat16 (GEMM operands; accumulation stays float32).
+    min_winograd_in: the fewest input channels of a Winograd layer (0: by the CPU,
+    winograd_min_in); narrower 3x3 stride-1 layers take the `others` path."""
 
     tile: int = 0
     weight_grad: str = "winograd"
@@ -80,6 +102,7 @@ class WinogradConv(ConvBase):
     min_in_features: int = 8
     chunk_bytes: int = CHUNK_BYTES
     gemm_dtype: str = "float32"
+    min_winograd_in: int = 0
 
     def convolve(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
         return cpu_conv(
@@ -93,4 +116,5 @@ class WinogradConv(ConvBase):
             min_in_features=self.min_in_features,
             chunk_bytes=self.chunk_bytes,
             gemm_dtype=self.gemm_dtype,
+            min_winograd_in=self.min_winograd_in,
         )

@@ -29,6 +29,7 @@ from ferjax.evaluation.predict import (
     report_scalars,
     report_with_loss,
 )
+from ferjax.models.layers import auto_choice
 from ferjax.runtime import devices
 from ferjax.runtime.clock import Clock
 from ferjax.runtime.distributed import where
@@ -114,8 +115,8 @@ class Trainer:
         self.val_images = devices.replicate(self.val.images, self.mesh)
         self.eval_programs: dict = {}  # compiled evaluation programs (evaluation.predict)
         self.say(self.input.description)
-        if config.model.conv_impl == "auto" and hasattr(self.program.model, "conv_impl"):
-            self.say(f"layers: conv_impl=auto chose {self.program.model.conv_impl}")
+        if line := auto_choice(config.model.conv_impl, self.program.model):
+            self.say(line)
         self.ckpts = Checkpoints(self.workdir)
         self.meta = {"best_value": None, "best_step": None}
         self.config_dict = json.loads(config.to_json_best_effort())
