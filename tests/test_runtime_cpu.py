@@ -105,3 +105,38 @@ def test_the_run_says_which_layers_winograd_takes(monkeypatch):
     assert auto_choice("auto", narrow) == "layers: conv_impl=auto chose fast"
     assert auto_choice("winograd", wide) is None  # the user's own choice: nothing to say
     assert auto_choice("auto", SimpleNamespace()) is None  # a model without conv layers
+
+
+def test_narrow_layers_off_winograd_compute_the_convolution(monkeypatch):
+    """On a full-width CPU a 3x3 stride-1 layer below WINOGRAD_MIN_IN takes im2col.strided_conv
+    at stride 1 (XLA's forward and dW, a GEMM input gradient): nn.Conv's values and gradients."""
+    import flax.linen as nn
+    import numpy as np
+
+    full = cpu.parse_cpuinfo(INTEL)
+    monkeypatch.setattr(cpu, "host_cpu", lambda path=cpu.CPUINFO: full)
+    strides = []
+    real = winograd_conv.strided_conv
+
+    def spy(x, kernel, s, padding):
+        strides.append(s)
+        return real(x, kernel, s, padding)
+
+    monkeypatch.setattr(winograd_conv, "strided_conv", spy)
+    kw = dict(features=24, kernel_size=(3, 3), padding="SAME", use_bias=False)
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 12, 12, 16))
+    ct = jax.random.normal(jax.random.PRNGKey(2), (4, 12, 12, 24))
+    params = nn.Conv(**kw).init(jax.random.PRNGKey(1), x)
+
+    def value_and_grads(mod):
+        f = lambda p, x_: jnp.sum(mod.apply(p, x_) * ct)
+        return jax.jit(lambda p: (mod.apply(p, x), jax.grad(f, argnums=(0, 1))(p, x)))(params)
+
+    y, (gp, gx) = value_and_grads(WinogradConv(**kw))
+    assert strides and set(strides) == {(1, 1)}  # the premise: the non-Winograd path, stride 1
+    y_ref, (gp_ref, gx_ref) = value_and_grads(nn.Conv(**kw))
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        gp["params"]["kernel"], gp_ref["params"]["kernel"], rtol=1e-5, atol=1e-4
+    )
