@@ -130,19 +130,20 @@ WINDOW = 12  # steps: all of epoch 2 of the 200-face run (200 // 16)
 
 def test_host_memory_stays_bounded_while_streaming(tmp_path):
     """Memory while streaming does not grow with the data: the same number of training steps
-    (WINDOW, right after epoch 1, once everything is compiled and open) read from a store of 980
-    colour faces (37 MB at 112x112, more than a 32 MiB limit the test sets) reach a peak of
-    *anonymous* resident memory (heap, buffers, prefetch queues: what the process owns) less
-    than half the limit above the peak of the same steps reading 200 of them (the same store),
-    sampled every 2 ms. The absolute peak is compared, not the growth from the window's start:
-    that start point moves by 10-30 MB between identical runs (what the allocator happened to
-    release after epoch 1's validation), which made a growth comparison pass or fail by chance.
-    Equal windows matter too: an epoch of the larger set is 5x longer. Each size runs twice and
-    the lower peak counts (noise only ever adds). File-backed resident pages (shared libraries;
-    store pages if a reader mapped them) are reclaimable page cache, not the process's memory:
-    they are reported, not bounded."""
+    (WINDOW, right after epoch 1, once everything is compiled and open) read from a store of
+    ~2,940 colour faces (110 MB at 112x112) reach a peak of *anonymous* resident memory (heap,
+    buffers, prefetch queues: what the process owns) less than half the data's size difference
+    above the peak of the same steps reading 200 of them (the same store), sampled every 2 ms.
+    Holding the larger set in memory would add ~100 MB; identical runs' peaks differ by up to
+    ~40 MB (XLA's and TensorFlow's transient buffers, what the allocator keeps), so the store is
+    large enough for that noise (with 980 faces, 37 MB, the test failed by chance). The
+    absolute peak is compared, not the growth from the window's start, which moves by 10-30 MB
+    between identical runs. Equal windows matter too: an epoch of the larger set is longer.
+    Each size runs twice and the lower peak counts (noise only ever adds). File-backed resident
+    pages (shared libraries; store pages if a reader mapped them) are reclaimable page cache,
+    not the process's memory: they are reported, not bounded."""
     root = tmp_path / "rafdb"
-    write_rafdb(str(root), num_train=1000, num_test=16, seed=1, size=100)
+    write_rafdb(str(root), num_train=3000, num_test=16, seed=1, size=100)
     runs = {200: [], 0: []}
     for repeat in range(2):
         for subset in (200, 0):
@@ -163,15 +164,15 @@ def test_host_memory_stays_bounded_while_streaming(tmp_path):
             r = json.loads(out.stdout.strip().splitlines()[-1])
             assert r["steps"] == WINDOW, r  # the premise: the whole window was measured
             runs[subset].append(r)
-    limit = 32 << 20
     assert all(r["faces"] == 200 for r in runs[200])  # the premise: two sizes, one store
-    assert all(r["train_bytes"] > limit for r in runs[0])
+    extra = runs[0][0]["train_bytes"] - runs[200][0]["train_bytes"]
+    assert extra > 96 << 20  # the premise: holding the larger set would show above the noise
     small = min(r["anon_peak_bytes"] for r in runs[200])
     full = min(r["anon_peak_bytes"] for r in runs[0])
     peaks = {k: [r["anon_peak_bytes"] >> 20 for r in v] for k, v in runs.items()}
     growth = {k: [r["anon_growth_bytes"] >> 20 for r in v] for k, v in runs.items()}
     print(f"anonymous peak MiB {peaks}, growth from the window's start MiB {growth}")
-    assert full - small < limit / 2, (peaks, growth)
+    assert full - small < extra / 2, (peaks, growth, extra >> 20)
 
 
 @pytest.fixture(scope="module")
