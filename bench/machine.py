@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from ferjax.runtime.cpu import parse_cpuinfo, vector_class
+from ferjax.runtime.cpu import cpuinfo_fields, parse_cpuinfo, vector_class
 
 # The flags that decide kernels on x86 (AVX-512 subsets, VNNI/BF16, AMX; vp2intersect marks
 # the Zen 5 / Tiger Lake cores, among which full-width AVX-512 units).
@@ -40,11 +40,7 @@ def cpu_info(path: str = "/proc/cpuinfo") -> dict:
             text = f.read()
     except OSError:
         return out
-    first = text.split("\n\n", 1)[0]
-    fields = {}
-    for line in first.splitlines():
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
+    fields = cpuinfo_fields(text)
     out["model"] = fields.get("model name", "")
     out["family"] = fields.get("cpu family", "")
     out["model_number"] = fields.get("model", "")

@@ -42,8 +42,9 @@ import jax.numpy as jnp
 from ferjax.models.conv_base import ConvBase
 from ferjax.models.ops import bn_relu_pool, conv2d, im2col, max_pool_2x2
 from ferjax.models.ops.im2col import stored
-from ferjax.models.winograd_conv import WinogradConv
+from ferjax.models.winograd_conv import WinogradConv, winograd_min_in
 from ferjax.runtime import platform
+from ferjax.runtime.cpu import vector_class
 from ferjax.runtime.registry import Registry
 
 # model.conv_impl -> ConvImpl; "auto" picks one per platform (resolve_conv_impl).
@@ -82,9 +83,6 @@ def auto_choice(setting: str, model) -> str | None:
     line = f"layers: conv_impl=auto chose {impl}"
     if impl != "winograd":
         return line
-    from ferjax.models.winograd_conv import winograd_min_in
-    from ferjax.runtime.cpu import vector_class
-
     return (
         f"{line} (Winograd on 3x3 layers of >= {winograd_min_in()} input channels: "
         f"{vector_class()} CPU)"

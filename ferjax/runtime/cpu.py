@@ -29,12 +29,19 @@ class Cpu(NamedTuple):
     flags: frozenset[str]
 
 
-def parse_cpuinfo(text: str) -> Cpu:
-    """The first processor's vendor, family and flags from /proc/cpuinfo's text."""
+def cpuinfo_fields(text: str) -> dict[str, str]:
+    """The first processor's fields ("vendor_id", "cpu family", "model name", "flags", ...)
+    from /proc/cpuinfo's text."""
     fields = {}
     for line in text.split("\n\n", 1)[0].splitlines():
         key, _, value = line.partition(":")
         fields[key.strip()] = value.strip()
+    return fields
+
+
+def parse_cpuinfo(text: str) -> Cpu:
+    """The first processor's vendor, family and flags from /proc/cpuinfo's text."""
+    fields = cpuinfo_fields(text)
     try:
         family = int(fields.get("cpu family", ""))
     except ValueError:
