@@ -296,13 +296,19 @@ def summary_table(results: dict, peers: list[str]) -> str:
 
 def print_row(name: str, row: dict, impls: list[str], peers: list[str]) -> None:
     runs = row["runs"]
-    print(f"\n{name} (batch {row['batch']}, {row['flops_per_step'] / 1e9:.0f} GFLOP/step)")
+    flops = row["flops_per_step"]
+    # Counted only with an impl whose convolutions are XLA's own in the run (xla, fast).
+    counted = f", {flops / 1e9:.0f} GFLOP/step" if flops else ""
+    print(f"\n{name} (batch {row['batch']}{counted})")
     for k, r in runs.items():
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         step = r["median_step_s"]
         line = f"  {k:8s} {r['images_per_s']:8.1f} images/s  median step {step:.3f} s  MFU {mfu}"
         if "median_dispatch_s" in r:
             line += f"  (call returns after {1e3 * r['median_dispatch_s']:.1f} ms)"
+        steps = [t for sample in r.get("samples", []) for t in sample.get("step_s", [])]
+        if steps:  # every timed step of every process: shows steps that alternate or drift
+            line += f"  steps {min(steps):.3f}-{max(steps):.3f} s"
         print(line)
     for p in peers:
         ratios = ", ".join(
