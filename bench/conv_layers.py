@@ -355,27 +355,25 @@ def summarize(result: dict, models: list[str], impls: list[str]) -> dict:
                 cell["peak_frac"] = cell["gflops"] / peak
                 cell["vs_torch"] = torch_ms / cell["step_ms"] if torch_ms else None
         ours = [i for i in impls if i != "torch"]
-        best = sum(min(r["impls"][i]["step_ms"] for i in ours) for r in rows) if ours else None
+        # Per layer, the fastest ferjax implementation measured.
+        best_ms = [min(r["impls"][i]["step_ms"] for i in ours) for r in rows] if ours else []
         tables[model] = {
             "rows": rows,
             "total_ms": totals,
-            "best_per_layer_ms": best,
-            "floor_ms": floor_ms(rows, ours, peak) if ours else None,
+            "best_per_layer_ms": sum(best_ms) if ours else None,
+            "floor_ms": floor_ms(rows, best_ms, peak) if ours else None,
             "gflop": flops_total / 1e9,
         }
     return tables
 
 
-def floor_ms(rows: list[dict], ours: list[str], peak: float) -> float:
+def floor_ms(rows: list[dict], best_ms: list[float], peak: float) -> float:
     """A floor for ferjax's convolutions: per layer the lower of the best measured
-    implementation and the layer's direct-convolution flops at the matmul peak (what a GEMM
-    formulation at XLA's best speed would take). Only algorithms with fewer flops (Winograd)
-    can go below the second; their measured times enter through the first."""
-    total = 0.0
-    for r in rows:
-        measured = min(r["impls"][i]["step_ms"] for i in ours)
-        total += min(measured, r["gflop"] / peak * 1e3)
-    return total
+    implementation (best_ms, in the order of rows) and the layer's direct-convolution flops at
+    the matmul peak (what a GEMM formulation at XLA's best speed would take). Only algorithms
+    with fewer flops (Winograd) can go below the second; their measured times enter through the
+    first."""
+    return sum(min(b, r["gflop"] / peak * 1e3) for r, b in zip(rows, best_ms, strict=True))
 
 
 def markdown(tables: dict, impls: list[str], peak: float) -> str:
@@ -412,7 +410,7 @@ def markdown(tables: dict, impls: list[str], peak: float) -> str:
             best = t["best_per_layer_ms"]
             vs = f", {torch_total / best:.2f}x torch" if torch_total else ""
             lines.append(f"\nbest ferjax impl per layer: {best:.0f} ms{vs}")
-        if t.get("floor_ms"):
+        if t["floor_ms"]:
             floor = t["floor_ms"]
             vs = f", {torch_total / floor:.2f}x torch" if torch_total else ""
             lines.append(
