@@ -125,9 +125,15 @@ def test_one_and_eight_devices_compute_the_same_step(tmp_path):
 
 
 def test_learns_procedural_faces(tmp_path):
-    """A small variant of the demo (3 classes, narrower CNN) learns the procedural faces far
-    above the majority-class rate. Measured here: test accuracy 0.761, balanced accuracy 0.634,
-    against a majority-class rate of 0.47, in about 60 s on 2 CPU cores."""
+    """A small variant of the demo (3 classes, narrower CNN, batch 64) learns the procedural
+    faces far above the majority-class rate (0.47).
+
+    Its learning rate is the default's 0.05 at batch 128 scaled linearly to batch 64: at 0.05
+    the variant collapsed to predicting the majority class in 3 of 10 runs (seeds 0-4, conv_impl
+    fast and xla; a CI run on an AMD Zen 4 host failed on seed 0's collapse, where an Intel host
+    had learned), which XLA's host-dependent rounding decides. Measured at 0.025 (hand probe,
+    seeds 0-4, fast and xla, Zen 4): test accuracy 0.928-0.981, balanced 0.924-0.979; the
+    bounds leave over 0.1 below the lowest."""
     config = tiny_config(train__num_epochs=6)
     config.data.synthetic.num_train = 4000
     config.data.synthetic.num_val = 600
@@ -137,12 +143,13 @@ def test_learns_procedural_faces(tmp_path):
     config.model.cnn_hidden = 64
     config.model.dropout = 0.3
     config.train.batch_size = 64
+    config.optim.learning_rate = 0.05 * 64 / 128
     config.train.log_every_steps = 50
     report = run(config, str(tmp_path))
     majority = max(m["support"] for m in report["per_class"].values()) / report["examples"]
     assert 0.4 < majority < 0.5
-    assert report["accuracy"] > majority + 0.15, report["accuracy"]
-    assert report["balanced_accuracy"] > 0.5, report["balanced_accuracy"]
+    assert report["accuracy"] > 0.8, report["accuracy"]
+    assert report["balanced_accuracy"] > 0.8, report["balanced_accuracy"]
 
 
 def test_streaming_placement_equals_device_placement(tmp_path):
