@@ -61,11 +61,15 @@ def test_cnn_learns_colour_faces_at_112_px(tmp_path):
     """The demo's recipe (AdamW 2e-3) on colour procedural faces at 112 px, 3 classes: with the
     pooled head the first epoch's loss stays near ln 3 and the model learns (balanced accuracy
     well above the 1/3 of chance); a flatten head (25,088 inputs) overshoots in the same first
-    epoch, the premise that makes this test able to fail."""
+    epoch, the premise that makes this test able to fail.
+
+    Balanced accuracy measured (hand probe, AMD Zen 4 host): seed 0 0.467 (auto) / 0.462 (xla);
+    seeds 1-3 0.385-0.471. The host's rounding moves seed 0 by ~0.005, the seed by up to 0.08,
+    so the bound sits 0.06 below seed 0's runs (it was 0.42, 0.04 below)."""
     report = train(_faces_at_112("auto", 4), tmp_path / "pooled")
     first = train_losses(tmp_path / "pooled")
     assert first[min(first)] < math.log(3) + 0.35, first
-    assert report["balanced_accuracy"] > 0.42, report["balanced_accuracy"]
+    assert report["balanced_accuracy"] > 0.40, report["balanced_accuracy"]
     train(_faces_at_112("flatten", 1), tmp_path / "flat")
     flat = train_losses(tmp_path / "flat")
     assert flat[min(flat)] > first[min(first)] + 0.3, (flat, first)
