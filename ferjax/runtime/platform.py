@@ -143,9 +143,15 @@ def compilation_cache_dir(setting: str) -> str:
     return os.path.join(base, "ferjax", "jax")
 
 
+# Programs that compile faster than this are not stored in the persistent compilation cache
+# (JAX counts a cache "miss" only when it stores one). Read at each enable_compilation_cache call.
+CACHE_MIN_COMPILE_SECS = 0.1
+
+
 def enable_compilation_cache(setting: str) -> str:
     """Turns on JAX's persistent compilation cache (train.compilation_cache_dir); returns the
-    directory ("" when off). Every compiled program taking over 0.1 s to compile is stored."""
+    directory ("" when off). Every compiled program taking CACHE_MIN_COMPILE_SECS or more to
+    compile is stored."""
     path = compilation_cache_dir(setting)
     if not path:
         return ""
@@ -153,7 +159,7 @@ def enable_compilation_cache(setting: str) -> str:
 
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECS)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
 
